@@ -1,0 +1,134 @@
+"""The ASGI app: endpoints, the lifespan that opens provider pools, and OpenAI-shaped errors."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from contextlib import asynccontextmanager
+
+import orjson
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route as HTTPRoute
+
+from .config import LoadedConfig, default_config_path, load_config
+from .errors import GatewayError, error_body
+from .proxy import Pipeline, check_chat, check_embeddings
+from .runtime import Runtime
+
+log = logging.getLogger("gateway")
+
+
+class RequestId:
+    """Gives every request an id (the client's `x-request-id`, else a new one) and echoes it back."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        rid = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                rid = value.decode("latin-1")[:128]
+                break
+        if not rid:
+            rid = os.urandom(12).hex()
+        scope["gateway.request_id"] = rid
+        rid_header = (b"x-request-id", rid.encode("latin-1"))
+
+        async def send_with_id(message):
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), rid_header]
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+def json_response(data, status: int = 200) -> Response:
+    return Response(orjson.dumps(data), status, media_type="application/json")
+
+
+async def list_models(request: Request) -> Response:
+    runtime: Runtime = request.app.state.runtime
+    runtime.authenticate(request.headers.get("authorization"))
+    created = int(runtime_started(request))
+    data = [
+        {"id": name, "object": "model", "created": created,
+         "owned_by": "gateway" if len(route.targets) > 1 or name in runtime.config.routes
+         else route.targets[0].provider.name}
+        for name, route in runtime.routes.items()
+    ]
+    return json_response({"object": "list", "data": data})
+
+
+def runtime_started(request: Request) -> float:
+    return request.app.state.started_at
+
+
+async def healthz(request: Request) -> Response:
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    runtime: Runtime | None = getattr(request.app.state, "runtime", None)
+    if runtime is None or not runtime.providers:
+        return json_response({"status": "not ready"}, 503)
+    return json_response({"status": "ready", "providers": sorted(runtime.providers),
+                          "routes": len(runtime.routes)})
+
+
+async def on_gateway_error(request: Request, exc: GatewayError) -> Response:
+    return exc.response()
+
+
+async def on_http_error(request: Request, exc: HTTPException) -> Response:
+    if exc.status_code == 404:
+        message = f"Unknown path {request.url.path}. The gateway serves /v1/chat/completions, /v1/embeddings and /v1/models."
+    elif exc.status_code == 405:
+        message = f"Method {request.method} is not allowed on {request.url.path}."
+    else:
+        message = str(exc.detail)
+    return Response(error_body(message, "invalid_request_error"), exc.status_code,
+                    getattr(exc, "headers", None), media_type="application/json")
+
+
+async def on_unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unexpected error on %s", request.url.path)
+    return Response(error_body("The gateway hit an internal error.", "server_error"), 500,
+                    media_type="application/json")
+
+
+def create_app(loaded: LoadedConfig) -> Starlette:
+    @asynccontextmanager
+    async def lifespan(app: Starlette):
+        app.state.started_at = time.time()
+        app.state.runtime = Runtime.start(loaded)
+        try:
+            yield
+        finally:
+            await app.state.runtime.close()
+
+    routes = [
+        HTTPRoute("/v1/chat/completions", Pipeline("/chat/completions", check_chat).handle, methods=["POST"]),
+        HTTPRoute("/v1/embeddings", Pipeline("/embeddings", check_embeddings).handle, methods=["POST"]),
+        HTTPRoute("/v1/models", list_models, methods=["GET"]),
+        HTTPRoute("/healthz", healthz, methods=["GET"]),
+        HTTPRoute("/readyz", readyz, methods=["GET"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={GatewayError: on_gateway_error, HTTPException: on_http_error, Exception: on_unexpected},
+    )
+    app.add_middleware(RequestId)
+    return app
+
+
+def app_from_env() -> Starlette:
+    """Factory for `uvicorn --factory` and for `gateway serve --workers N`."""
+    return create_app(load_config(default_config_path()))

@@ -1,0 +1,290 @@
+"""Load, interpolate and validate the gateway's YAML config.
+
+The schema lives here and only here (pydantic models, unknown keys are errors). Every problem is
+reported as `PATH:LINE: message`, with the line taken from the YAML node the problem is about.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    max_body_bytes: int = Field(10 * 1024 * 1024, gt=0)
+    workers: int = Field(1, ge=1)
+
+
+class ProviderConfig(_Strict):
+    base_url: str
+    api_key: str | None = None
+    max_concurrency: int = Field(64, ge=1)
+    max_queue: int = Field(512, ge=0)
+    queue_timeout_s: float = Field(10.0, gt=0)
+    timeout_s: float = Field(600.0, gt=0)
+    connect_timeout_s: float = Field(10.0, gt=0)
+    headers: dict[str, str] = {}
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("base_url must start with http:// or https://")
+        return v.rstrip("/")
+
+    @field_validator("api_key")
+    @classmethod
+    def _empty_is_none(cls, v: str | None) -> str | None:
+        return v or None
+
+
+class ModelConfig(_Strict):
+    provider: str
+    # The model name sent upstream; defaults to the key under `models:`.
+    name: str | None = None
+    input_per_1m: float | None = Field(None, ge=0)
+    output_per_1m: float | None = Field(None, ge=0)
+    cached_input_per_1m: float | None = Field(None, ge=0)
+
+
+class TargetConfig(_Strict):
+    model: str
+
+
+class RouteConfig(_Strict):
+    targets: list[Union[str, TargetConfig]] = Field(min_length=1)
+
+    def target_models(self) -> list[str]:
+        return [t if isinstance(t, str) else t.model for t in self.targets]
+
+
+class AuthKey(_Strict):
+    name: str
+    key: str
+
+
+class AuthConfig(_Strict):
+    # Empty list: the gateway is open and the client's own bearer token is passed through to
+    # providers that have no key configured.
+    keys: list[AuthKey] = []
+
+
+class GatewayConfig(_Strict):
+    server: ServerConfig = ServerConfig()
+    auth: AuthConfig = AuthConfig()
+    providers: dict[str, ProviderConfig] = Field(min_length=1)
+    models: dict[str, ModelConfig] = {}
+    routes: dict[str, RouteConfig] = {}
+
+
+class ConfigError(Exception):
+    """A config that cannot be used; `problems` are `PATH:LINE: message` strings."""
+
+    def __init__(self, problems: list[str]):
+        problems = sorted(problems, key=_line_number)
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def _line_number(problem: str) -> int:
+    m = re.search(r":(\d+): ", problem)
+    return int(m.group(1)) if m else 0
+
+
+@dataclass
+class LoadedConfig:
+    config: GatewayConfig
+    path: str
+    text: str
+
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_Loc = tuple[Any, ...]
+
+
+def _interpolate(value: str, missing: list[str]) -> str:
+    def sub(m: re.Match[str]) -> str:
+        name, default = m.group(1), m.group(2)
+        got = os.environ.get(name)
+        if got is not None and (got or default is None):
+            return got
+        if default is not None:
+            return default
+        missing.append(name)
+        return ""
+
+    return _ENV.sub(sub, value)
+
+
+class _Reader:
+    """Turns a composed YAML node tree into plain Python, remembering each path's line."""
+
+    def __init__(self, path: str, loader: yaml.SafeLoader):
+        self.path = path
+        self.loader = loader
+        self.lines: dict[_Loc, int] = {}
+        self.problems: list[str] = []
+
+    def problem(self, line: int, message: str) -> None:
+        self.problems.append(f"{self.path}:{line}: {message}")
+
+    def read(self, node: yaml.Node, loc: _Loc) -> Any:
+        line = node.start_mark.line + 1
+        self.lines[loc] = line
+        if isinstance(node, yaml.MappingNode):
+            out: dict[Any, Any] = {}
+            for key_node, value_node in node.value:
+                key = self.loader.construct_object(key_node)
+                if not isinstance(key, (str, int, float, bool)):
+                    self.problem(key_node.start_mark.line + 1, "mapping keys must be plain scalars")
+                    continue
+                key = str(key)
+                if key in out:
+                    self.problem(key_node.start_mark.line + 1, f"duplicate key '{key}'")
+                out[key] = self.read(value_node, loc + (key,))
+                self.lines[loc + (key,)] = key_node.start_mark.line + 1
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [self.read(item, loc + (i,)) for i, item in enumerate(node.value)]
+        value = self.loader.construct_object(node)
+        if isinstance(value, str) and "${" in value:
+            missing: list[str] = []
+            value = _interpolate(value, missing)
+            for name in missing:
+                self.problem(line, f"environment variable {name} is not set and has no default "
+                                   f"(write ${{{name}:-default}} to give one)")
+        return value
+
+    def line_of(self, loc: _Loc) -> int:
+        loc = tuple(loc)
+        while loc and loc not in self.lines:
+            loc = loc[:-1]
+        return self.lines.get(loc, 1)
+
+
+def _field_names(model: type[BaseModel], seen: set[type] | None = None) -> set[str]:
+    seen = seen if seen is not None else set()
+    if model in seen:
+        return set()
+    seen.add(model)
+    names = set(model.model_fields)
+    for field in model.model_fields.values():
+        for arg in _walk_types(field.annotation):
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                names |= _field_names(arg, seen)
+    return names
+
+
+def _walk_types(tp: Any) -> list[Any]:
+    out = [tp]
+    for arg in getattr(tp, "__args__", ()) or ():
+        out.extend(_walk_types(arg))
+    return out
+
+
+_TYPE_TAG = re.compile(r"^(str|int|float|bool|[A-Z]\w*|[\w-]+\[.*\])$")
+
+
+def _describe(err: dict[str, Any], vocabulary: set[str], lines: dict[_Loc, int]) -> str:
+    # Keep the parts of the location that exist in the file; drop the type tags pydantic puts
+    # into the locations of union members (a missing key is the one part not in the file).
+    loc: list[Any] = []
+    parts = list(err["loc"])
+    for i, part in enumerate(parts):
+        if tuple(loc) + (part,) in lines:
+            loc.append(part)
+        elif i == len(parts) - 1 and not (isinstance(part, str) and _TYPE_TAG.match(part)):
+            loc.append(part)
+    where = ".".join(str(p) for p in loc) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        key = str(loc[-1]) if loc else "?"
+        hint = difflib.get_close_matches(key, sorted(vocabulary), n=1)
+        suffix = f" (did you mean '{hint[0]}'?)" if hint else ""
+        return f"unknown key '{key}'{suffix}"
+    if err["type"] == "missing":
+        return f"{where}: required key is missing"
+    msg = err["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    return f"{where}: {msg} (got {err.get('input')!r})"
+
+
+def _cross_check(cfg: GatewayConfig, reader: _Reader) -> None:
+    for name, model in cfg.models.items():
+        if model.provider not in cfg.providers:
+            hint = difflib.get_close_matches(model.provider, list(cfg.providers), n=1)
+            reader.problem(
+                reader.line_of(("models", name, "provider")),
+                f"model '{name}' names provider '{model.provider}', which is not under providers:"
+                + (f" (did you mean '{hint[0]}'?)" if hint else ""),
+            )
+    for name, route in cfg.routes.items():
+        for i, target in enumerate(route.target_models()):
+            if target not in cfg.models:
+                hint = difflib.get_close_matches(target, list(cfg.models), n=1)
+                reader.problem(
+                    reader.line_of(("routes", name, "targets", i)),
+                    f"route '{name}' names model '{target}', which is not under models:"
+                    + (f" (did you mean '{hint[0]}'?)" if hint else ""),
+                )
+
+
+def parse_config(text: str, path: str = "<config>") -> GatewayConfig:
+    """Parse YAML text into a validated config, or raise ConfigError with every problem found."""
+    loader = yaml.SafeLoader(text)
+    reader = _Reader(path, loader)
+    try:
+        node = loader.get_single_node()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 1
+        raise ConfigError([f"{path}:{line}: invalid YAML: {exc.problem or exc}"]) from None
+    finally:
+        loader.dispose()
+    if node is None:
+        raise ConfigError([f"{path}:1: the config is empty"])
+    data = reader.read(node, ())
+    if not isinstance(data, dict):
+        raise ConfigError([f"{path}:1: the config must be a mapping at the top level"])
+    if reader.problems:
+        raise ConfigError(reader.problems)
+    try:
+        cfg = GatewayConfig.model_validate(data)
+    except ValidationError as exc:
+        vocabulary = _field_names(GatewayConfig)
+        for err in exc.errors():
+            if err["type"] == "string_type" and isinstance(err.get("input"), dict) and err["loc"][-1] == "str":
+                continue  # the mapping branch of a `name | {model: ...}` union says what is wrong
+            reader.problem(reader.line_of(err["loc"]), _describe(err, vocabulary, reader.lines))
+        raise ConfigError(reader.problems) from None
+    _cross_check(cfg, reader)
+    if reader.problems:
+        raise ConfigError(reader.problems)
+    return cfg
+
+
+def load_config(path: str | os.PathLike[str]) -> LoadedConfig:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{p}:1: cannot read the config: {exc.strerror or exc}"]) from None
+    return LoadedConfig(parse_config(text, str(p)), str(p), text)
+
+
+def default_config_path() -> str:
+    return os.environ.get("GATEWAY_CONFIG", "config/gateway.yaml")
+

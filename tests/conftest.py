@@ -1,0 +1,118 @@
+"""Real parts over loopback: fake upstreams, the gateway under uvicorn, the openai SDK as client."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import httpx
+import openai
+import pytest
+import uvicorn
+import yaml
+
+from gateway.app import create_app
+from gateway.config import load_config
+
+from .fake_upstream import FakeUpstream, free_port
+
+
+@dataclass
+class RunningGateway:
+    url: str           # http://127.0.0.1:PORT
+    app: Any
+    server: uvicorn.Server
+    thread: threading.Thread
+    config_path: Path
+
+    @property
+    def base_url(self) -> str:
+        return self.url + "/v1"
+
+    def client(self, api_key: str = "sk-client", **kw: Any) -> openai.OpenAI:
+        return openai.OpenAI(base_url=self.base_url, api_key=api_key, max_retries=0, **kw)
+
+    def async_client(self, api_key: str = "sk-client", **kw: Any) -> openai.AsyncOpenAI:
+        return openai.AsyncOpenAI(base_url=self.base_url, api_key=api_key, max_retries=0, **kw)
+
+    def http(self, **kw: Any) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=30, **kw)
+
+    @property
+    def runtime(self):
+        return self.app.state.runtime
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(15)
+
+
+def serve_app(app: Any, port: int | None = None) -> tuple[uvicorn.Server, threading.Thread, int]:
+    port = port or free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, loop="asyncio", http="httptools",
+                            lifespan="on", access_log=False, log_level="warning", timeout_graceful_shutdown=2)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True, name=f"gateway-{port}")
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("gateway did not start")
+        time.sleep(0.01)
+    return server, thread, port
+
+
+def base_config(upstream: FakeUpstream, **overrides: Any) -> dict[str, Any]:
+    """One provider on the fake upstream, two priced chat models, one embedding model, a route."""
+    cfg: dict[str, Any] = {
+        "providers": {"fake": {"base_url": upstream.url, "api_key": "sk-provider-secret",
+                               "max_concurrency": 16, "max_queue": 64, "queue_timeout_s": 5, "timeout_s": 10}},
+        "models": {
+            "gpt-4o-mini": {"provider": "fake", "input_per_1m": 0.15, "output_per_1m": 0.60},
+            "gpt-4o": {"provider": "fake", "input_per_1m": 2.50, "output_per_1m": 10.0},
+            "text-embedding-3-small": {"provider": "fake", "input_per_1m": 0.02},
+        },
+        "routes": {"support": {"targets": ["gpt-4o-mini"]}},
+    }
+    for key, value in overrides.items():
+        cfg[key] = value
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def upstream() -> Iterator[FakeUpstream]:
+    fake = FakeUpstream(name="fake").start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_upstream(request: pytest.FixtureRequest) -> None:
+    if "upstream" in request.fixturenames:
+        request.getfixturevalue("upstream").reset()
+
+
+@pytest.fixture
+def start_gateway(tmp_path: Path) -> Iterator[Callable[..., RunningGateway]]:
+    running: list[RunningGateway] = []
+
+    def start(config: dict[str, Any] | str) -> RunningGateway:
+        path = tmp_path / f"gateway-{len(running)}.yaml"
+        path.write_text(config if isinstance(config, str) else yaml.safe_dump(config, sort_keys=False))
+        app = create_app(load_config(path))
+        server, thread, port = serve_app(app)
+        gw = RunningGateway(f"http://127.0.0.1:{port}", app, server, thread, path)
+        running.append(gw)
+        return gw
+
+    yield start
+    for gw in running:
+        gw.stop()
+
+
+@pytest.fixture
+def gateway(start_gateway, upstream) -> RunningGateway:
+    return start_gateway(base_config(upstream))
