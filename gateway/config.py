@@ -251,7 +251,10 @@ def parse_config(text: str, path: str = "<config>") -> GatewayConfig:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1
-        raise ConfigError([f"{path}:{line}: invalid YAML: {exc.problem or exc}"]) from None
+        message = f"{path}:{line}: invalid YAML: {exc.problem or exc}"
+        if exc.context and exc.context_mark and exc.context_mark.line + 1 != line:
+            message += f" ({exc.context} that starts at line {exc.context_mark.line + 1})"
+        raise ConfigError([message]) from None
     finally:
         loader.dispose()
     if node is None:

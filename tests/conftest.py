@@ -116,3 +116,13 @@ def start_gateway(tmp_path: Path) -> Iterator[Callable[..., RunningGateway]]:
 @pytest.fixture
 def gateway(start_gateway, upstream) -> RunningGateway:
     return start_gateway(base_config(upstream))
+
+
+def eventually(check: Callable[[], bool], timeout: float = 5.0) -> bool:
+    """Poll `check` until it is true or `timeout` passes (for effects that land just after a reply)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.01)
+    return check()

@@ -48,7 +48,7 @@ class Knobs:
 class Seen:
     path: str
     body: dict[str, Any]
-    headers: dict[str, str]
+    headers: dict[str, str]  # names lower-cased
 
 
 @dataclass
@@ -130,7 +130,7 @@ class FakeUpstream:
         raw = await request.read()
         body = orjson.loads(raw) if raw else {}
         self.calls += 1
-        self.seen.append(Seen(request.path, body, dict(request.headers)))
+        self.seen.append(Seen(request.path, body, {k.lower(): v for k, v in request.headers.items()}))
         knobs = self.knobs
         if isinstance(body.get("fake"), dict):
             names = {f.name for f in fields(Knobs)}
