@@ -16,7 +16,8 @@ from starlette.routing import Route as HTTPRoute
 
 from .config import LoadedConfig, default_config_path, load_config
 from .errors import GatewayError, error_body
-from .proxy import Pipeline, check_chat, check_embeddings
+from .observe import Observer
+from .proxy import Pipeline
 from .runtime import Runtime
 
 log = logging.getLogger("gateway")
@@ -107,15 +108,16 @@ def create_app(loaded: LoadedConfig) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette):
         app.state.started_at = time.time()
-        app.state.runtime = Runtime.start(loaded)
+        app.state.observer = Observer()
+        app.state.runtime = await Runtime.start(loaded)
         try:
             yield
         finally:
             await app.state.runtime.close()
 
     routes = [
-        HTTPRoute("/v1/chat/completions", Pipeline("/chat/completions", check_chat).handle, methods=["POST"]),
-        HTTPRoute("/v1/embeddings", Pipeline("/embeddings", check_embeddings).handle, methods=["POST"]),
+        HTTPRoute("/v1/chat/completions", Pipeline("chat").handle, methods=["POST"]),
+        HTTPRoute("/v1/embeddings", Pipeline("embeddings").handle, methods=["POST"]),
         HTTPRoute("/v1/models", list_models, methods=["GET"]),
         HTTPRoute("/healthz", healthz, methods=["GET"]),
         HTTPRoute("/readyz", readyz, methods=["GET"]),

@@ -11,7 +11,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -64,8 +64,30 @@ class TargetConfig(_Strict):
     model: str
 
 
+class RouteCacheConfig(_Strict):
+    """Per-route cache overrides; `cache: off` on a route is the same as `{enabled: false}`."""
+
+    enabled: bool = True
+    semantic: bool = False            # semantic matching is opt-in per route
+    cacheable: Literal["deterministic", "always", "never"] | None = None  # default: cache.cacheable
+    ttl_s: float | None = Field(None, gt=0)
+    # Answers are stored only when every choice ended with one of these (default: stop only).
+    finish_reasons: list[str] = ["stop"]
+    cache_n: bool = False             # also store answers of requests with n > 1
+
+
 class RouteConfig(_Strict):
     targets: list[Union[str, TargetConfig]] = Field(min_length=1)
+    cache: RouteCacheConfig = RouteCacheConfig()
+
+    @field_validator("cache", mode="before")
+    @classmethod
+    def _off(cls, v: Any) -> Any:
+        if v is False or v == "off":
+            return {"enabled": False}
+        if v is True or v == "on":
+            return {}
+        return v
 
     def target_models(self) -> list[str]:
         return [t if isinstance(t, str) else t.model for t in self.targets]
@@ -82,12 +104,60 @@ class AuthConfig(_Strict):
     keys: list[AuthKey] = []
 
 
+class ExactCacheConfig(_Strict):
+    backend: Literal["memory", "redis"] = "memory"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    max_entries: int = Field(10000, ge=1)     # memory backend
+    eviction: Literal["lru", "lfu"] = "lru"  # memory backend
+    ttl_s: float = Field(3600, gt=0)
+    timeout_ms: float = Field(50, gt=0)      # a slower Redis answer is a miss
+    cooldown_s: float = Field(5, ge=0)       # after a Redis failure, skip it this long
+    lock_ms: float = Field(30000, gt=0)      # coalescing: how long a leader may hold the key
+
+
+class QdrantConfig(_Strict):
+    location: str | None = None   # ":memory:" (the default when nothing is set)
+    path: str | None = None       # an embedded on-disk store
+    url: str | None = None        # a Qdrant server
+    api_key: str | None = None
+
+
+class EmbedderConfig(_Strict):
+    kind: Literal["openai", "local"] = "openai"
+    model: str = "text-embedding-3-small"   # openai: a model under `models:`; local: a sentence-transformers name
+
+
+class JudgeConfig(_Strict):
+    model: str                    # a cheap chat model under `models:`
+
+
+class SemanticCacheConfig(_Strict):
+    enabled: bool = False
+    qdrant: QdrantConfig = QdrantConfig()
+    collection: str = "gateway_semantic_cache"
+    embedder: EmbedderConfig = EmbedderConfig()
+    threshold: float = Field(0.92, gt=0, le=1)
+    top_k: int = Field(5, ge=1)
+    verify: JudgeConfig | None = None
+    single_turn_only: bool = True
+    timeout_ms: float = Field(200, gt=0)     # Qdrant and the embedder; slower is a miss
+    cooldown_s: float = Field(5, ge=0)
+
+
+class CacheConfig(_Strict):
+    exact: ExactCacheConfig = ExactCacheConfig()
+    semantic: SemanticCacheConfig = SemanticCacheConfig()
+    # deterministic: only temperature 0 requests; always: any request; never: the cache is off.
+    cacheable: Literal["deterministic", "always", "never"] = "deterministic"
+
+
 class GatewayConfig(_Strict):
     server: ServerConfig = ServerConfig()
     auth: AuthConfig = AuthConfig()
     providers: dict[str, ProviderConfig] = Field(min_length=1)
     models: dict[str, ModelConfig] = {}
     routes: dict[str, RouteConfig] = {}
+    cache: CacheConfig = CacheConfig()
 
 
 class ConfigError(Exception):
@@ -231,6 +301,13 @@ def _cross_check(cfg: GatewayConfig, reader: _Reader) -> None:
                 f"model '{name}' names provider '{model.provider}', which is not under providers:"
                 + (f" (did you mean '{hint[0]}'?)" if hint else ""),
             )
+    semantic = cfg.cache.semantic
+    if semantic.enabled and semantic.embedder.kind == "openai" and semantic.embedder.model not in cfg.models:
+        reader.problem(reader.line_of(("cache", "semantic", "embedder", "model")),
+                       f"the semantic cache's embedder names model '{semantic.embedder.model}', which is not under models:")
+    if semantic.verify is not None and semantic.verify.model not in cfg.models:
+        reader.problem(reader.line_of(("cache", "semantic", "verify", "model")),
+                       f"the semantic cache's judge names model '{semantic.verify.model}', which is not under models:")
     for name, route in cfg.routes.items():
         for i, target in enumerate(route.target_models()):
             if target not in cfg.models:

@@ -1,38 +1,34 @@
 """The request pipeline for /v1/chat/completions and /v1/embeddings.
 
-parse -> authenticate -> resolve the route -> for each target: slot, call, answer or fall back.
+parse -> authenticate -> resolve the route -> cache (exact, semantic, single-flight)
+      -> forward (targets, slots, fallbacks) -> answer (JSON, passthrough stream or replay)
+      -> after the last byte: cache write, usage and cost, the observer.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import orjson
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
 
-from .errors import (
-    GatewayError, bad_request, too_busy, upstream_invalid, upstream_timeout, upstream_unreachable,
-)
-from .runtime import Route, Runtime, Target
-from .upstream.client import UpstreamFailure
-from .upstream.limiter import LimitExceeded
-from .upstream.sse import StreamPassthrough, json_headers
+from .cache import CachePlan
+from .cache.coalesce import Flight
+from .cache.keys import tenant_of
+from .errors import GatewayError, bad_request
+from .pricing import cost_usd
+from .record import RequestRecord
+from .routing import forward
+from .runtime import Route, Runtime
+from .upstream.call import JsonAnswer, StreamAnswer
+from .upstream.sse import ReplayStream, StreamPassthrough
+from .upstream.sse_codec import assemble, to_sse
+from .usage import estimate
 
-# Upstream answers that mean "this target cannot answer now": try the next target, if any.
-FALLBACK_STATUSES = frozenset({429, 500, 502, 503, 504})
-
-
-class UpstreamStatus(GatewayError):
-    """An upstream error answer, passed through with its own status and body."""
-
-    def __init__(self, status: int, body: bytes, content_type: str, retry_after: str | None):
-        super().__init__(status, "upstream error", headers={"retry-after": retry_after} if retry_after else None)
-        self.raw = body
-        self.content_type = content_type
-
-    def response(self) -> Response:
-        return Response(self.raw, self.status, self.headers, media_type=self.content_type)
+# Request headers passed on to providers, besides the request id and (sometimes) Authorization.
+TRACE_HEADERS = ("traceparent", "tracestate")
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -77,6 +73,9 @@ def check_chat(payload: dict[str, Any]) -> None:
     stream = payload.get("stream")
     if stream is not None and not isinstance(stream, bool):
         raise bad_request("'stream' must be a boolean.", "stream")
+    options = payload.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise bad_request("'stream_options' must be an object.", "stream_options")
 
 
 def check_embeddings(payload: dict[str, Any]) -> None:
@@ -86,85 +85,181 @@ def check_embeddings(payload: dict[str, Any]) -> None:
 
 
 class Pipeline:
-    def __init__(self, path: str, check):
-        self.path = path
-        self.check = check
+    def __init__(self, endpoint: str):
+        self.endpoint = endpoint  # "chat" | "embeddings"
+        self.path = "/chat/completions" if endpoint == "chat" else "/embeddings"
+        self.check = check_chat if endpoint == "chat" else check_embeddings
 
     async def handle(self, request: Request) -> Response:
         runtime: Runtime = request.app.state.runtime  # read once: a reload swaps it for new requests
-        runtime.authenticate(request.headers.get("authorization"))
+        record = RequestRecord(request.scope["gateway.request_id"], self.endpoint)
+        finish = _finisher(request, record)
+        try:
+            return await self._run(request, runtime, record, finish)
+        except GatewayError as exc:
+            record.status = exc.status
+            record.error_kind = record.error_kind or exc.code or exc.type
+            response = exc.response()
+            response.background = BackgroundTask(finish)
+            return response
+
+    async def _run(self, request: Request, runtime: Runtime, record: RequestRecord,
+                   finish: Callable[[], None]) -> Response:
+        headers = request.headers
+        client_auth = headers.get("authorization")
+        key_name = runtime.authenticate(client_auth)
         payload = parse_json_object(await read_body(request, runtime.max_body_bytes))
         self.check(payload)
         route = runtime.resolve(payload["model"])
-        headers = {"x-request-id": request.scope["gateway.request_id"]}
-        if not runtime.auth_required:
-            client_auth = request.headers.get("authorization")
-            if client_auth:
-                headers["authorization"] = client_auth
-        stream = payload.get("stream") is True and self.path == "/chat/completions"
-        return await forward(route, payload, self.path, stream, headers)
+        record.route = route.name
+        upstream_headers = {"x-request-id": record.request_id}
+        for name in TRACE_HEADERS:
+            if name in headers:
+                upstream_headers[name] = headers[name]
+        if client_auth and not runtime.auth_required:
+            upstream_headers["authorization"] = client_auth
+        if self.endpoint != "chat":
+            answer = await forward(route, payload, self.path, False, upstream_headers, record)
+            assert isinstance(answer, JsonAnswer)
+            return self._json(answer, route, record, {}, finish)
 
+        stream = record.stream = payload.get("stream") is True
+        include_usage = bool(stream and (payload.get("stream_options") or {}).get("include_usage"))
+        record.tenant = tenant_of(key_name, client_auth)
+        plan = runtime.cache.plan(route.name, route.target_models, route.cache, payload, headers, record.tenant)
+        if isinstance(plan, str):
+            record.extra["cache_bypass"] = plan
+            return await self._upstream(runtime, route, payload, upstream_headers, record, finish, None, None)
 
-async def forward(route: Route, payload: dict[str, Any], path: str, stream: bool,
-                  client_headers: dict[str, str]) -> Response:
-    last: GatewayError | None = None
-    for target in route.targets:
+        cache = runtime.cache
+        record.cache = "miss"
+        if plan.lookup:
+            entry = await cache.get(plan.key)
+            record.cache_layers["exact"] = "hit" if entry else "miss"
+            if entry is not None:
+                return self._hit(entry, "hit-exact", None, route, plan, record, include_usage, finish)
+            if plan.partition is not None:
+                hit = await cache.lookup_semantic(plan)
+                record.cache_layers["semantic"] = "hit" if hit else "miss"
+                if hit is not None:
+                    return self._hit(hit.answer, "hit-semantic", hit.similarity, route, plan, record,
+                                     include_usage, finish)
+        flight, shared = await cache.flights.join(plan.key)
+        if shared is not None:
+            record.coalesced = True
+            return self._hit(shared, "hit-exact", None, route, plan, record, include_usage, finish)
         try:
-            return await call_target(route, target, payload, path, stream, client_headers)
-        except (UpstreamStatus, _Retryable) as exc:
-            last = exc.error if isinstance(exc, _Retryable) else exc
-            if isinstance(exc, UpstreamStatus) and exc.status not in FALLBACK_STATUSES:
-                raise
-    assert last is not None
-    raise last
+            return await self._upstream(runtime, route, payload, upstream_headers, record, finish, plan, flight)
+        except BaseException:
+            if flight is not None:
+                flight.done(None)  # followers go upstream on their own
+            raise
+
+    async def _upstream(self, runtime: Runtime, route: Route, payload: dict[str, Any],
+                        upstream_headers: dict[str, str], record: RequestRecord, finish: Callable[[], None],
+                        plan: CachePlan | None, flight: Flight | None) -> Response:
+        stream = record.stream
+        include_usage = bool(stream and (payload.get("stream_options") or {}).get("include_usage"))
+        strip_usage = stream and not include_usage
+        if strip_usage:  # ask for usage anyway, to count it; the client will not see it
+            payload["stream_options"] = {**(payload.get("stream_options") or {}), "include_usage": True}
+        answer = await forward(route, payload, self.path, stream, upstream_headers, record)
+        cache = runtime.cache
+        headers = {"x-gateway-cache": record.cache}
+        if plan is not None:
+            headers["x-gateway-cache-key"] = plan.key
+
+        if isinstance(answer, StreamAnswer):
+            target = answer.target
+
+            async def on_end(completed: bool, chunks: list[bytes]) -> None:
+                completion = None
+                if completed:
+                    try:
+                        completion = assemble(chunks)
+                    except ValueError:
+                        completion = None
+                entry = None
+                if completion is not None:
+                    self._count_usage(record, payload, completion, target)
+                    if plan is not None and cache.storable(plan, completion):
+                        entry = {"model": target.model, "completion": completion}
+                if flight is not None:
+                    flight.done(entry)
+                record.status = 200
+                if entry is not None:
+                    await cache.put(plan, entry)
+                finish()
+
+            return StreamPassthrough(answer, _answer_headers(route, target.model, headers), record,
+                                     strip_usage, on_end)
+
+        data = answer.data
+        self._count_usage(record, payload, data, answer.target)
+        entry = None
+        if plan is not None and answer.status == 200 and cache.storable(plan, data):
+            entry = {"model": answer.target.model, "completion": data}
+        if flight is not None:
+            flight.done(entry)
+        after = finish
+        if entry is not None:
+            async def after() -> None:
+                await cache.put(plan, entry)
+                finish()
+        if stream:  # the provider answered a stream request with JSON: the client still gets SSE
+            record.status = 200
+            return ReplayStream(to_sse(data, include_usage), _answer_headers(route, answer.target.model, headers),
+                                record, after)
+        return self._json(answer, route, record, headers, after)
+
+    def _json(self, answer: JsonAnswer, route: Route, record: RequestRecord, headers: dict[str, str],
+              after: Callable[[], Any]) -> Response:
+        record.status = answer.status
+        if self.endpoint != "chat":
+            record.usage = answer.data.get("usage") if isinstance(answer.data.get("usage"), dict) else None
+            record.cost_usd = cost_usd(answer.target.pricing, record.usage)
+        headers = _answer_headers(route, answer.target.model, headers)
+        headers["x-gateway-cost-usd"] = f"{record.cost_usd:.8f}"
+        return Response(answer.raw, answer.status, headers, media_type="application/json",
+                        background=BackgroundTask(after))
+
+    def _count_usage(self, record: RequestRecord, payload: dict[str, Any], completion: dict[str, Any],
+                     target: Any) -> None:
+        usage = completion.get("usage")
+        if not isinstance(usage, dict) or "prompt_tokens" not in usage:
+            usage = estimate(payload, completion)
+            record.usage_estimated = True
+        record.usage = usage
+        record.cost_usd = cost_usd(target.pricing, usage)
+
+    def _hit(self, entry: dict[str, Any], kind: str, similarity: float | None, route: Route, plan: CachePlan,
+             record: RequestRecord, include_usage: bool, finish: Callable[[], None]) -> Response:
+        completion = entry["completion"]
+        model = entry.get("model") or route.targets[0].model
+        record.cache = kind
+        record.status = 200
+        record.model = record.saved_model = model
+        record.similarity = similarity
+        usage = completion.get("usage")
+        record.usage = usage if isinstance(usage, dict) else None
+        headers = _answer_headers(route, model, {"x-gateway-cache": kind, "x-gateway-cache-key": plan.key})
+        if similarity is not None:
+            headers["x-gateway-similarity"] = f"{similarity:.4f}"
+        if record.stream:
+            return ReplayStream(to_sse(completion, include_usage), headers, record, finish)
+        headers["x-gateway-cost-usd"] = "0.00000000"
+        return Response(orjson.dumps(completion), 200, headers, media_type="application/json",
+                        background=BackgroundTask(finish))
 
 
-class _Retryable(Exception):
-    def __init__(self, error: GatewayError):
-        self.error = error
+def _answer_headers(route: Route, target: str, extra: dict[str, str]) -> dict[str, str]:
+    return {"x-gateway-route": route.name, "x-gateway-target": target, **extra}
 
 
-async def call_target(route: Route, target: Target, payload: dict[str, Any], path: str, stream: bool,
-                      client_headers: dict[str, str]) -> Response:
-    provider = target.provider
-    payload["model"] = target.upstream_model
-    body = orjson.dumps(payload)
-    headers = {**client_headers, **provider.headers}
-    try:
-        await provider.limiter.acquire()
-    except LimitExceeded as exc:
-        raise _Retryable(too_busy(provider.name, exc.reason, 1)) from None
-    handed_off = False
-    try:
-        try:
-            upstream = await provider.post(path, body, headers)
-        except UpstreamFailure as failure:
-            raise _Retryable(_failure_error(provider.name, failure, provider.config.timeout_s)) from None
-        answer_headers = {"x-gateway-route": route.name, "x-gateway-target": target.model}
-        content_type = upstream.headers.get("content-type", "application/json")
-        if upstream.status >= 400:
-            raw = await provider.read(upstream)
-            raise UpstreamStatus(upstream.status, raw, content_type, upstream.headers.get("retry-after"))
-        if stream and content_type.startswith("text/event-stream"):
-            handed_off = True
-            return StreamPassthrough(upstream, json_headers(answer_headers), provider.limiter.release, provider.name)
-        try:
-            raw = await provider.read(upstream)
-        except UpstreamFailure as failure:
-            raise _Retryable(_failure_error(provider.name, failure, provider.config.timeout_s)) from None
-        try:
-            orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise _Retryable(upstream_invalid(provider.name, "the body is not JSON")) from None
-        return Response(raw, upstream.status, answer_headers, media_type="application/json")
-    finally:
-        if not handed_off:
-            provider.limiter.release()
+def _finisher(request: Request, record: RequestRecord) -> Callable[[], None]:
+    observer = request.app.state.observer
 
+    def finish() -> None:
+        observer.finish(record)
 
-def _failure_error(provider: str, failure: UpstreamFailure, timeout_s: float) -> GatewayError:
-    if failure.kind == "timeout":
-        return upstream_timeout(provider, timeout_s)
-    if failure.kind == "connect":
-        return upstream_unreachable(provider, failure.detail)
-    return upstream_invalid(provider, failure.detail)
+    return finish

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from .config import GatewayConfig, LoadedConfig, ModelConfig
+from .cache import Cache
+from .config import GatewayConfig, LoadedConfig, ModelConfig, RouteCacheConfig
 from .errors import GatewayError, model_not_found
 from .upstream.client import Provider
 
@@ -24,34 +25,60 @@ class Target:
 class Route:
     name: str
     targets: tuple[Target, ...]
+    cache: RouteCacheConfig = field(default_factory=RouteCacheConfig)
+
+    @property
+    def target_models(self) -> list[str]:
+        return [t.model for t in self.targets]
 
 
 class Runtime:
-    def __init__(self, loaded: LoadedConfig, providers: dict[str, Provider]):
+    def __init__(self, loaded: LoadedConfig, providers: dict[str, Provider], cache: Cache):
         self.loaded = loaded
         self.config: GatewayConfig = loaded.config
         self.providers = providers
+        self.cache = cache
         self.max_body_bytes = self.config.server.max_body_bytes
-        targets = {
-            name: Target(name, model.name or name, providers[model.provider], model)
-            for name, model in self.config.models.items()
-        }
+        self.targets = _targets(self.config, providers)
         # A plain model name is its own route; a route of the same name takes precedence.
-        self.routes: dict[str, Route] = {name: Route(name, (t,)) for name, t in targets.items()}
+        self.routes: dict[str, Route] = {name: Route(name, (t,)) for name, t in self.targets.items()}
         for name, route in self.config.routes.items():
-            self.routes[name] = Route(name, tuple(targets[m] for m in route.target_models()))
+            self.routes[name] = Route(name, tuple(self.targets[m] for m in route.target_models()), route.cache)
         self._keys = {_digest(k.key): k.name for k in self.config.auth.keys}
 
     @classmethod
-    def start(cls, loaded: LoadedConfig) -> "Runtime":
-        providers = {name: Provider(name, cfg) for name, cfg in loaded.config.providers.items()}
-        for provider in providers.values():
-            provider.open()
-        return cls(loaded, providers)
+    async def start(cls, loaded: LoadedConfig, previous: "Runtime | None" = None) -> "Runtime":
+        """Open what the config needs. Given the runtime it replaces, providers and the cache whose
+        config did not change are kept (with their pools and entries); `previous.retire()` closes
+        the rest once its in-flight requests are done."""
+        providers: dict[str, Provider] = {}
+        for name, cfg in loaded.config.providers.items():
+            old = previous.providers.get(name) if previous else None
+            if old is not None and old.config == cfg:
+                providers[name] = old
+            else:
+                providers[name] = Provider(name, cfg)
+                providers[name].open()
+        if previous is not None and previous.config.cache == loaded.config.cache \
+                and previous.config.models == loaded.config.models \
+                and previous.config.providers == loaded.config.providers:
+            cache = previous.cache
+        else:
+            cache = await Cache.open(loaded.config.cache, _targets(loaded.config, providers))
+        return cls(loaded, providers, cache)
 
     async def close(self) -> None:
         for provider in self.providers.values():
             await provider.close()
+        await self.cache.close()
+
+    async def retire(self, successor: "Runtime") -> None:
+        """Close what the successor did not take over."""
+        for name, provider in self.providers.items():
+            if successor.providers.get(name) is not provider:
+                await provider.close()
+        if successor.cache is not self.cache:
+            await self.cache.close()
 
     def resolve(self, model: str) -> Route:
         route = self.routes.get(model)
@@ -75,6 +102,11 @@ class Runtime:
                 "invalid_request_error", "invalid_api_key",
             )
         return name
+
+
+def _targets(config: GatewayConfig, providers: dict[str, Provider]) -> dict[str, Target]:
+    return {name: Target(name, model.name or name, providers[model.provider], model)
+            for name, model in config.models.items()}
 
 
 def _bearer(authorization: str | None) -> str | None:

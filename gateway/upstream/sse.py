@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
-from typing import Callable
+import re
+import time
+from typing import Any, Awaitable, Callable
 
 import aiohttp
 
 from ..errors import error_body
+from ..record import RequestRecord
+from .call import StreamAnswer
 
 log = logging.getLogger("gateway.stream")
 
@@ -18,35 +23,45 @@ SSE_HEADERS = [
     (b"x-accel-buffering", b"no"),  # tell nginx-like proxies in front of us not to buffer
 ]
 
+# The usage-only event OpenAI sends before [DONE] when `stream_options.include_usage` is set.
+_USAGE_EVENT = re.compile(rb'"choices"\s*:\s*\[\s*\]')
+
+OnEnd = Callable[[bool, list[bytes]], Awaitable[None]]
+
 
 def sse_error_event(message: str, type: str = "api_error", code: str | None = "upstream_stream_error") -> bytes:
     return b"data: " + error_body(message, type, code) + b"\n\n"
+
+
+def raw_headers(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
 
 
 class StreamPassthrough:
     """An ASGI response that forwards an upstream stream chunk by chunk.
 
     A client that leaves cancels the upstream read at once: the connection to the provider is
-    closed (the provider sees the disconnect) and `on_close` frees the concurrency slot.
+    closed (the provider sees the disconnect) and the concurrency slot is freed.
     A stream that breaks, times out or ends without `[DONE]` ends with an SSE error event, so the
     client never mistakes a truncated answer for a complete one.
+
+    `strip_usage`: the gateway asked for the usage chunk the client did not; it is kept for the
+    gateway's accounting and not forwarded. Every chunk the upstream sent (usage included) is kept
+    and handed to `on_end(completed, chunks)` after the client has its last byte.
     """
 
-    def __init__(
-        self,
-        upstream: aiohttp.ClientResponse,
-        headers: list[tuple[bytes, bytes]],
-        on_close: Callable[[], None],
-        provider: str,
-    ):
-        self.upstream = upstream
-        self.headers = SSE_HEADERS + headers
-        self.on_close = on_close
-        self.provider = provider
+    def __init__(self, answer: StreamAnswer, headers: dict[str, str], record: RequestRecord,
+                 strip_usage: bool, on_end: OnEnd):
+        self.answer = answer
+        self.headers = SSE_HEADERS + raw_headers(headers)
+        self.record = record
+        self.strip_usage = strip_usage
+        self.on_end = on_end
+        self.chunks: list[bytes] = []
         self.completed = False  # saw `[DONE]` and the upstream closed cleanly
-        self.client_left = False
 
     async def __call__(self, scope, receive, send) -> None:
+        started = time.perf_counter()
         pump = asyncio.ensure_future(self._pump(send))
         watch = asyncio.ensure_future(_wait_for_disconnect(receive))
         try:
@@ -54,36 +69,53 @@ class StreamPassthrough:
         finally:
             watch.cancel()
             if not pump.done():
-                self.client_left = True
+                self.record.extra["client_left"] = True
                 pump.cancel()
                 try:
                     await pump
                 except asyncio.CancelledError:
                     pass
             if self.completed:
-                self.upstream.release()
+                self.answer.response.release()
             else:
-                self.upstream.close()  # drop the connection so the provider stops generating
-            self.on_close()
+                self.answer.response.close()  # drop the connection so the provider stops generating
+            self.record.upstream_s += time.perf_counter() - started
+            self.answer.release()
         if pump.done() and not pump.cancelled() and pump.exception() is not None:
             exc = pump.exception()
             if not isinstance(exc, OSError):  # OSError: the client went away while we wrote
-                log.error("stream from %s failed: %r", self.provider, exc)
+                log.error("stream from %s failed: %r", self.answer.target.provider.name, exc)
+        await self.on_end(self.completed, self.chunks)
 
     async def _pump(self, send) -> None:
+        record = self.record
         await send({"type": "http.response.start", "status": 200, "headers": self.headers})
-        tail = b""
+        keep = self.chunks.append
+        carry = b""
         error: str | None = None
+        provider = self.answer.target.provider.name
         try:
-            async for chunk in self.upstream.content.iter_any():
+            async for chunk in self.answer.response.content.iter_any():
+                keep(chunk)
+                if self.strip_usage:
+                    chunk, carry = _without_usage(carry + chunk)
+                    if not chunk:
+                        continue
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                tail = chunk[-32:] if len(chunk) >= 32 else (tail + chunk)[-32:]
+                if record.first_byte_s is None:
+                    record.first_byte_s = time.perf_counter()
         except asyncio.TimeoutError:
-            error = f"the stream from provider '{self.provider}' timed out"
+            error = f"the stream from provider '{provider}' timed out"
+            record.error_kind = "timeout"
         except aiohttp.ClientError as exc:
-            error = f"the stream from provider '{self.provider}' broke: {type(exc).__name__}"
+            error = f"the stream from provider '{provider}' broke: {type(exc).__name__}"
+            record.error_kind = "broken_stream"
+        tail = b"".join(self.chunks[-2:])[-32:]
         if error is None and b"[DONE]" not in tail:
-            error = f"the stream from provider '{self.provider}' ended before [DONE]"
+            error = f"the stream from provider '{provider}' ended before [DONE]"
+            record.error_kind = "broken_stream"
+        if carry:
+            await send({"type": "http.response.body", "body": carry, "more_body": True})
         if error is not None:
             await send({"type": "http.response.body", "body": sse_error_event(error), "more_body": True})
         else:
@@ -91,14 +123,40 @@ class StreamPassthrough:
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
+def _without_usage(data: bytes) -> tuple[bytes, bytes]:
+    """Complete events minus the usage-only one, and the incomplete rest to carry over."""
+    end = data.rfind(b"\n\n")
+    if end < 0:
+        return b"", data
+    complete, rest = data[: end + 2], data[end + 2:]
+    if _USAGE_EVENT.search(complete) is None:
+        return complete, rest
+    events = complete.split(b"\n\n")
+    kept = [e for e in events if e and not (_USAGE_EVENT.search(e) and b'"usage"' in e)]
+    return b"".join(e + b"\n\n" for e in kept), rest
+
+
+class ReplayStream:
+    """An ASGI response that sends ready-made SSE events (a cache hit, a checked answer)."""
+
+    def __init__(self, events: list[bytes], headers: dict[str, str], record: RequestRecord,
+                 after: Callable[[], Any]):
+        self.body = b"".join(events)
+        self.headers = SSE_HEADERS + raw_headers(headers)
+        self.record = record
+        self.after = after
+
+    async def __call__(self, scope, receive, send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": self.headers})
+        await send({"type": "http.response.body", "body": self.body, "more_body": False})
+        self.record.first_byte_s = time.perf_counter()
+        done = self.after()
+        if inspect.isawaitable(done):
+            await done
+
+
 async def _wait_for_disconnect(receive) -> None:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             return
-
-
-def json_headers(extra: dict[str, str]) -> list[tuple[bytes, bytes]]:
-    return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in extra.items()]
-
-

@@ -1,0 +1,64 @@
+"""Cache keys: a hash of canonical JSON of everything that changes the answer.
+
+Every request field is in the key except the few known not to change the answer. A denylist, not
+an allowlist: a parameter OpenAI adds next year changes the key instead of causing a wrong hit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import unicodedata
+from typing import Any
+
+import orjson
+
+# Fields that never change what the model answers. `model` is replaced by the resolved route.
+NOT_IN_KEY = frozenset({"model", "stream", "stream_options", "user", "metadata", "store", "service_tier"})
+
+KEY_PREFIX = "gw:v1:"
+
+
+def _nfc(value: Any) -> Any:
+    if isinstance(value, str):
+        return unicodedata.normalize("NFC", value)
+    if isinstance(value, dict):
+        return {_nfc(k): _nfc(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_nfc(v) for v in value]
+    return value
+
+
+def _digest(material: dict[str, Any]) -> str:
+    canonical = orjson.dumps(_nfc(material), option=orjson.OPT_SORT_KEYS)
+    return hashlib.blake2b(canonical, digest_size=20).hexdigest()
+
+
+def exact_key(route: str, targets: list[str], tenant: str, payload: dict[str, Any]) -> str:
+    params = {k: v for k, v in payload.items() if k not in NOT_IN_KEY}
+    return KEY_PREFIX + _digest({"route": route, "targets": targets, "tenant": tenant, "request": params})
+
+
+def semantic_partition(route: str, targets: list[str], tenant: str, payload: dict[str, Any]) -> str:
+    """Everything but the last user message: only requests equal in all of it may share a hit."""
+    params = {k: v for k, v in payload.items() if k not in NOT_IN_KEY}
+    params["messages"] = params["messages"][:-1]
+    return _digest({"route": route, "targets": targets, "tenant": tenant, "request": params, "layer": "semantic"})
+
+
+def message_text(message: dict[str, Any]) -> str | None:
+    """The plain text of a message, or None when it carries more than text (images, audio...)."""
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text" for p in content):
+        return "".join(str(p.get("text", "")) for p in content)
+    return None
+
+
+def tenant_of(key_name: str | None, authorization: str | None) -> str:
+    """The gateway key's name, else a hash of the client's bearer token, else "" (anonymous)."""
+    if key_name is not None:
+        return "key:" + key_name
+    if authorization:
+        return "token:" + hashlib.sha256(authorization.encode()).hexdigest()[:32]
+    return ""

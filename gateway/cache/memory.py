@@ -1,0 +1,45 @@
+"""The in-process exact cache: cachetools LRU or LFU, with a TTL per entry checked on read."""
+
+from __future__ import annotations
+
+import time
+
+from cachetools import LFUCache, LRUCache
+
+
+class MemoryStore:
+    name = "memory"
+
+    def __init__(self, max_entries: int, eviction: str):
+        cls = LFUCache if eviction == "lfu" else LRUCache
+        self._entries: LRUCache | LFUCache = cls(maxsize=max_entries)
+        self.errors = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    async def get(self, key: str) -> bytes | None:
+        item = self._entries.get(key)
+        if item is None:
+            return None
+        expires_at, value = item
+        if expires_at <= time.monotonic():
+            self._entries.pop(key, None)
+            return None
+        return value
+
+    async def set(self, key: str, value: bytes, ttl_s: float) -> None:
+        self._entries[key] = (time.monotonic() + ttl_s, value)
+
+    # Coalescing across processes needs a shared store; in one process the flights are enough.
+    async def lock(self, key: str, ttl_ms: float) -> bool:
+        return True
+
+    async def unlock(self, key: str) -> None:
+        return None
+
+    async def locked(self, key: str) -> bool:
+        return False
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,10 @@
+"""Turns finished request records into metrics and log lines (off the hot path)."""
+
+from __future__ import annotations
+
+from .record import RequestRecord
+
+
+class Observer:
+    def finish(self, record: RequestRecord) -> None:
+        """Called exactly once per request, after the last byte went to the client."""

@@ -1,0 +1,42 @@
+"""What one request did, filled in as it passes through the pipeline and read once when it ends.
+
+The pipeline never records metrics or logs on the hot path: it sets fields here, and the
+observer (`gateway/observe.py`) turns the finished record into metrics and one log line.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    request_id: str
+    endpoint: str                       # "chat" | "embeddings"
+    started: float = field(default_factory=time.perf_counter)
+    stream: bool = False
+    tenant: str | None = None           # gateway key name (or a hash of the client's token)
+    route: str | None = None
+    model: str | None = None            # the target model (config name) that answered
+    provider: str | None = None
+    status: int = 0
+    cache: str = "bypass"               # hit-exact | hit-semantic | miss | bypass
+    cache_layers: dict[str, str] = field(default_factory=dict)  # layer -> hit | miss (layers consulted)
+    coalesced: bool = False             # answered by an identical request's upstream call
+    similarity: float | None = None     # semantic hits
+    first_byte_s: float | None = None   # streams: when the first byte went to the client (perf_counter)
+    upstream_s: float = 0.0             # time spent waiting on providers (all attempts)
+    queue_wait_s: float = 0.0
+    usage: dict[str, Any] | None = None  # the OpenAI usage object of the answer
+    usage_estimated: bool = False
+    retries: int = 0
+    fallbacks: list[str] = field(default_factory=list)   # one reason per fallback taken
+    error_kind: str | None = None       # timeout | connect | invalid | upstream_4xx | ...
+    saved_model: str | None = None      # cache hits: the model whose call was saved
+    cost_usd: float = 0.0               # what this request paid upstream (0 for a hit)
+    extra: dict[str, Any] = field(default_factory=dict)  # other facts worth a log field
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started

@@ -1,0 +1,112 @@
+"""One attempt at one target: take a slot, call the provider, and say what came back."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import aiohttp
+import orjson
+
+from ..errors import GatewayError, too_busy, upstream_invalid, upstream_timeout, upstream_unreachable
+from ..record import RequestRecord
+from ..runtime import Target
+from .client import UpstreamFailure
+from .limiter import LimitExceeded
+
+
+@dataclass
+class JsonAnswer:
+    status: int
+    raw: bytes            # the body as the provider sent it
+    data: dict[str, Any]  # the same, parsed once
+    target: Target
+
+
+@dataclass
+class StreamAnswer:
+    response: aiohttp.ClientResponse   # headers are in; the body is the SSE stream
+    target: Target
+    release: Callable[[], None]        # frees the provider slot; call exactly once
+
+
+Answer = JsonAnswer | StreamAnswer
+
+
+class UpstreamStatus(GatewayError):
+    """An upstream error answer, passed through with its own status and body."""
+
+    def __init__(self, status: int, body: bytes, content_type: str, retry_after: str | None):
+        super().__init__(status, "upstream error", headers={"retry-after": retry_after} if retry_after else None)
+        self.raw = body
+        self.content_type = content_type
+        self.retry_after = retry_after
+
+    @property
+    def kind(self) -> str:
+        return str(self.status)
+
+    def body(self) -> bytes:
+        return self.raw
+
+
+class TargetFailed(Exception):
+    """The target gave no answer: `kind` is "timeout", "connect", "invalid" or "busy"."""
+
+    def __init__(self, kind: str, error: GatewayError):
+        super().__init__(error.message)
+        self.kind = kind
+        self.error = error
+
+
+async def call_target(target: Target, payload: dict[str, Any], path: str, stream: bool,
+                      headers: dict[str, str], record: RequestRecord) -> Answer:
+    """Raises UpstreamStatus for an upstream error answer and TargetFailed when there is none."""
+    provider = target.provider
+    payload["model"] = target.upstream_model
+    body = orjson.dumps(payload)
+    headers = {**headers, **provider.headers}
+    queued = time.perf_counter()
+    try:
+        await provider.limiter.acquire()
+    except LimitExceeded as exc:
+        raise TargetFailed("busy", too_busy(provider.name, exc.reason, 1)) from None
+    started = time.perf_counter()
+    record.queue_wait_s += started - queued
+    handed_off = False
+    try:
+        try:
+            upstream = await provider.post(path, body, headers)
+        except UpstreamFailure as failure:
+            raise _failed(provider.name, failure, provider.config.timeout_s) from None
+        content_type = upstream.headers.get("content-type", "application/json")
+        if upstream.status >= 400:
+            raw = await provider.read(upstream)
+            raise UpstreamStatus(upstream.status, raw, content_type, upstream.headers.get("retry-after"))
+        if stream and content_type.startswith("text/event-stream"):
+            handed_off = True
+            return StreamAnswer(upstream, target, provider.limiter.release)
+        try:
+            raw = await provider.read(upstream)
+        except UpstreamFailure as failure:
+            raise _failed(provider.name, failure, provider.config.timeout_s) from None
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            data = None
+        if not isinstance(data, dict):
+            raise TargetFailed("invalid", upstream_invalid(provider.name, "the body is not JSON"))
+        return JsonAnswer(upstream.status, raw, data, target)
+    finally:
+        if not handed_off:
+            record.upstream_s += time.perf_counter() - started
+            provider.limiter.release()
+
+
+def _failed(provider: str, failure: UpstreamFailure, timeout_s: float) -> TargetFailed:
+    if failure.kind == "timeout":
+        return TargetFailed("timeout", upstream_timeout(provider, timeout_s))
+    if failure.kind == "connect":
+        return TargetFailed("connect", upstream_unreachable(provider, failure.detail))
+    return TargetFailed("invalid", upstream_invalid(provider, failure.detail))

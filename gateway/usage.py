@@ -1,0 +1,20 @@
+"""Token usage of an answer: the provider's own figures, or an estimate when it sent none."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .cache.keys import message_text
+
+
+def estimate(payload: dict[str, Any], completion: dict[str, Any] | None) -> dict[str, int]:
+    """About 4 characters a token: good enough to count, labelled `estimated` wherever it is used."""
+    prompt_chars = sum(len(message_text(m) or "") for m in payload.get("messages") or () if isinstance(m, dict))
+    completion_chars = 0
+    for choice in (completion or {}).get("choices") or ():
+        message = choice.get("message") or {}
+        completion_chars += len(message.get("content") or "")
+        for call in message.get("tool_calls") or ():
+            completion_chars += len((call.get("function") or {}).get("arguments") or "")
+    prompt, completion_tokens = max(1, prompt_chars // 4), completion_chars // 4
+    return {"prompt_tokens": prompt, "completion_tokens": completion_tokens, "total_tokens": prompt + completion_tokens}
