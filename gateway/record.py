@@ -33,6 +33,10 @@ class RequestRecord:
     usage_estimated: bool = False
     retries: int = 0
     fallbacks: list[str] = field(default_factory=list)   # one reason per fallback taken
+    # Every failed attempt: (provider, kind) with kind timeout | connect | invalid | queue_full |
+    # queue_timeout | http_429 | http_5xx | http_4xx.
+    upstream_errors: list[tuple[str, str]] = field(default_factory=list)
+    baseline_model: str | None = None   # routing: the model that would otherwise have answered
     error_kind: str | None = None       # timeout | connect | invalid | upstream_4xx | ...
     saved_model: str | None = None      # cache hits: the model whose call was saved
     cost_usd: float = 0.0               # what this request paid upstream (0 for a hit)

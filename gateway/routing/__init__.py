@@ -29,12 +29,20 @@ async def forward(route: Route, payload: dict[str, Any], path: str, stream: bool
             return await call_target(target, payload, path, stream, headers, record)
         except UpstreamStatus as exc:
             record.error_kind = f"upstream_{exc.status}"
+            record.upstream_errors.append((target.provider.name, _status_kind(exc.status)))
             if exc.status not in FALLBACK_STATUSES:
                 raise
             last, reason = exc, str(exc.status)
         except TargetFailed as exc:
             record.error_kind = exc.kind
+            record.upstream_errors.append((target.provider.name, exc.kind))
             last, reason = exc.error, exc.kind
     assert last is not None
     raise last
 
+
+
+def _status_kind(status: int) -> str:
+    if status == 429:
+        return "http_429"
+    return "http_5xx" if status >= 500 else "http_4xx"

@@ -52,7 +52,7 @@ class UpstreamStatus(GatewayError):
 
 
 class TargetFailed(Exception):
-    """The target gave no answer: `kind` is "timeout", "connect", "invalid" or "busy"."""
+    """The target gave no answer: `kind` is timeout, connect, invalid, queue_full or queue_timeout."""
 
     def __init__(self, kind: str, error: GatewayError):
         super().__init__(error.message)
@@ -71,7 +71,8 @@ async def call_target(target: Target, payload: dict[str, Any], path: str, stream
     try:
         await provider.limiter.acquire()
     except LimitExceeded as exc:
-        raise TargetFailed("busy", too_busy(provider.name, exc.reason, 1)) from None
+        kind = "queue_full" if exc.reason == "queue full" else "queue_timeout"
+        raise TargetFailed(kind, too_busy(provider.name, exc.reason, 1)) from None
     started = time.perf_counter()
     record.queue_wait_s += started - queued
     handed_off = False
