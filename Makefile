@@ -16,7 +16,7 @@ $(VENV)/.run-deps: pyproject.toml | $(BIN)/python
 	@touch $@
 
 $(VENV)/.test-deps: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,local]'
 	@touch $@ $(VENV)/.run-deps
 
 # Debian packages the tests talk to for real.
