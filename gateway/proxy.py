@@ -7,14 +7,14 @@ parse -> authenticate -> resolve the route -> cache (exact, semantic, single-fli
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable
 
 import orjson
-from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
 
-from .cache import CachePlan
+from .cache import CachePlan, Entry
 from .cache.coalesce import Flight
 from .cache.keys import tenant_of
 from .errors import GatewayError, bad_request
@@ -99,9 +99,8 @@ class Pipeline:
         except GatewayError as exc:
             record.status = exc.status
             record.error_kind = record.error_kind or exc.code or exc.type
-            response = exc.response()
-            response.background = BackgroundTask(finish)
-            return response
+            return Answered(exc.body(), exc.status, exc.headers, finish,
+                            getattr(exc, "content_type", "application/json"))
 
     async def _run(self, request: Request, runtime: Runtime, record: RequestRecord,
                    finish: Callable[[], None]) -> Response:
@@ -142,8 +141,7 @@ class Pipeline:
                 hit = await cache.lookup_semantic(plan)
                 record.cache_layers["semantic"] = "hit" if hit else "miss"
                 if hit is not None:
-                    return self._hit(hit.answer, "hit-semantic", hit.similarity, route, plan, record,
-                                     include_usage, finish)
+                    return self._hit(hit[0], "hit-semantic", hit[1], route, plan, record, include_usage, finish)
         flight, shared = await cache.flights.join(plan.key)
         if shared is not None:
             record.coalesced = True
@@ -183,7 +181,7 @@ class Pipeline:
                 if completion is not None:
                     self._count_usage(record, payload, completion, target)
                     if plan is not None and cache.storable(plan, completion):
-                        entry = {"model": target.model, "completion": completion}
+                        entry = Entry(target.model, completion)
                 if flight is not None:
                     flight.done(entry)
                 record.status = 200
@@ -198,7 +196,7 @@ class Pipeline:
         self._count_usage(record, payload, data, answer.target)
         entry = None
         if plan is not None and answer.status == 200 and cache.storable(plan, data):
-            entry = {"model": answer.target.model, "completion": data}
+            entry = Entry(answer.target.model, data, answer.raw)
         if flight is not None:
             flight.done(entry)
         after = finish
@@ -220,8 +218,7 @@ class Pipeline:
             record.cost_usd = cost_usd(answer.target.pricing, record.usage)
         headers = _answer_headers(route, answer.target.model, headers)
         headers["x-gateway-cost-usd"] = f"{record.cost_usd:.8f}"
-        return Response(answer.raw, answer.status, headers, media_type="application/json",
-                        background=BackgroundTask(after))
+        return Answered(answer.raw, answer.status, headers, after)
 
     def _count_usage(self, record: RequestRecord, payload: dict[str, Any], completion: dict[str, Any],
                      target: Any) -> None:
@@ -232,10 +229,10 @@ class Pipeline:
         record.usage = usage
         record.cost_usd = cost_usd(target.pricing, usage)
 
-    def _hit(self, entry: dict[str, Any], kind: str, similarity: float | None, route: Route, plan: CachePlan,
+    def _hit(self, entry: Entry, kind: str, similarity: float | None, route: Route, plan: CachePlan,
              record: RequestRecord, include_usage: bool, finish: Callable[[], None]) -> Response:
-        completion = entry["completion"]
-        model = entry.get("model") or route.targets[0].model
+        completion = entry.completion
+        model = entry.model or route.targets[0].model
         record.cache = kind
         record.status = 200
         record.model = record.saved_model = model
@@ -248,8 +245,24 @@ class Pipeline:
         if record.stream:
             return ReplayStream(to_sse(completion, include_usage), headers, record, finish)
         headers["x-gateway-cost-usd"] = "0.00000000"
-        return Response(orjson.dumps(completion), 200, headers, media_type="application/json",
-                        background=BackgroundTask(finish))
+        return Answered(entry.body, 200, headers, finish)
+
+
+class Answered(Response):
+    """A whole (non-streamed) answer, and what to do once its last byte is out (no thread hop:
+    `after` runs on the event loop, unlike a sync BackgroundTask)."""
+
+    def __init__(self, body: bytes, status: int, headers: dict[str, str], after: Callable[[], Any],
+                 media_type: str = "application/json"):
+        super().__init__(body, status, headers, media_type=media_type)
+        self.after = after
+
+    async def __call__(self, scope, receive, send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        await send({"type": "http.response.body", "body": self.body})
+        done = self.after()
+        if inspect.isawaitable(done):
+            await done
 
 
 def _answer_headers(route: Route, target: str, extra: dict[str, str]) -> dict[str, str]:

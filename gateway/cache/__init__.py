@@ -22,6 +22,31 @@ SYSTEM_ROLES = frozenset({"system", "developer"})
 
 
 @dataclass(slots=True)
+class Entry:
+    """A cached answer: the model that gave it and the chat.completion it gave."""
+
+    model: str
+    completion: dict[str, Any]
+    _body: bytes | None = None
+
+    @property
+    def body(self) -> bytes:
+        """The completion as JSON, serialised once per entry, not once per hit."""
+        if self._body is None:
+            self._body = orjson.dumps(self.completion)
+        return self._body
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "completion": self.completion}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "Entry | None":
+        if not isinstance(data, dict) or not isinstance(data.get("completion"), dict):
+            return None
+        return cls(str(data.get("model") or ""), data["completion"])
+
+
+@dataclass(slots=True)
 class CachePlan:
     key: str
     lookup: bool                 # False on `Cache-Control: no-cache`
@@ -120,28 +145,31 @@ class Cache:
 
     # ---- the layers -----------------------------------------------------------------------
 
-    async def get(self, key: str) -> dict[str, Any] | None:
-        raw = await self.store.get(key)
-        if raw is None:
-            return None
+    async def get(self, key: str) -> Entry | None:
+        found = await self.store.get(key)
+        if found is None or isinstance(found, Entry):
+            return found
         try:
-            entry = orjson.loads(raw)
+            entry = Entry.from_dict(orjson.loads(found))
         except orjson.JSONDecodeError:
             entry = None
-        if not isinstance(entry, dict) or not isinstance(entry.get("completion"), dict):
+        if entry is None:
             self.store.errors += 1  # garbage in the store is a miss
-            return None
         return entry
 
-    async def lookup_semantic(self, plan: CachePlan) -> Any | None:
+    async def lookup_semantic(self, plan: CachePlan) -> tuple[Entry, float] | None:
         if self.semantic is None or plan.partition is None or plan.text is None:
             return None
-        return await self.semantic.lookup(plan.partition, plan.text)
+        hit = await self.semantic.lookup(plan.partition, plan.text)
+        entry = Entry.from_dict(hit.answer) if hit is not None else None
+        return (entry, hit.similarity) if entry is not None else None
 
-    async def put(self, plan: CachePlan, entry: dict[str, Any]) -> None:
-        await self.store.set(plan.key, orjson.dumps(entry), plan.ttl_s)
+    async def put(self, plan: CachePlan, entry: Entry) -> None:
+        # The memory store keeps the entry itself; a shared store keeps its JSON.
+        await self.store.set(plan.key, entry if isinstance(self.store, MemoryStore) else orjson.dumps(entry.to_dict()),
+                             plan.ttl_s)
         if self.semantic is not None and plan.partition is not None and plan.text is not None:
-            await self.semantic.store(plan.partition, plan.text, entry, plan.ttl_s)
+            await self.semantic.store(plan.partition, plan.text, entry.to_dict(), plan.ttl_s)
 
     async def entries(self) -> dict[str, int | None]:
         exact = await self.store.count() if isinstance(self.store, RedisStore) else len(self.store)

@@ -19,9 +19,9 @@ class Flight:
     def __init__(self, key: str, flights: "Flights"):
         self.key = key
         self._flights = flights
-        self.future: asyncio.Future[dict[str, Any] | None] = asyncio.get_running_loop().create_future()
+        self.future: asyncio.Future[Any | None] = asyncio.get_running_loop().create_future()
 
-    def done(self, answer: dict[str, Any] | None) -> None:
+    def done(self, answer: Any | None) -> None:
         """The leader's answer for its followers (None: followers go upstream on their own)."""
         if not self.future.done():
             self.future.set_result(answer)
@@ -32,7 +32,7 @@ class Flight:
 
 class Flights:
     def __init__(self, lock: Callable[[str, float], Awaitable[bool]], unlock: Callable[[str], Awaitable[None]],
-                 locked: Callable[[str], Awaitable[bool]], get: Callable[[str], Awaitable[dict[str, Any] | None]],
+                 locked: Callable[[str], Awaitable[bool]], get: Callable[[str], Awaitable[Any | None]],
                  lock_ms: float):
         self._local: dict[str, Flight] = {}
         self._lock, self._unlock_store, self._locked, self._get = lock, unlock, locked, get
@@ -42,7 +42,7 @@ class Flights:
     def __len__(self) -> int:
         return len(self._local)
 
-    async def join(self, key: str) -> tuple[Flight | None, dict[str, Any] | None]:
+    async def join(self, key: str) -> tuple[Flight | None, Any | None]:
         """(flight, None) when this request leads and must call `flight.done(...)` when finished;
         (None, answer) when another request answered for us; (None, None) to go on alone."""
         flight = self._local.get(key)
@@ -62,7 +62,7 @@ class Flights:
             del self._local[key]
         return None, found
 
-    async def _poll(self, key: str) -> dict[str, Any] | None:
+    async def _poll(self, key: str) -> Any | None:
         deadline = time.monotonic() + self.lock_ms / 1000
         while time.monotonic() < deadline:
             await asyncio.sleep(POLL_S)

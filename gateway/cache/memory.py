@@ -1,8 +1,10 @@
-"""The in-process exact cache: cachetools LRU or LFU, with a TTL per entry checked on read."""
+"""The in-process exact cache: cachetools LRU or LFU, with a TTL per entry checked on read.
+Values are kept as they are given (no serialisation in one process)."""
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from cachetools import LFUCache, LRUCache
 
@@ -18,7 +20,7 @@ class MemoryStore:
     def __len__(self) -> int:
         return len(self._entries)
 
-    async def get(self, key: str) -> bytes | None:
+    async def get(self, key: str) -> Any | None:
         item = self._entries.get(key)
         if item is None:
             return None
@@ -28,7 +30,7 @@ class MemoryStore:
             return None
         return value
 
-    async def set(self, key: str, value: bytes, ttl_s: float) -> None:
+    async def set(self, key: str, value: Any, ttl_s: float) -> None:
         self._entries[key] = (time.monotonic() + ttl_s, value)
 
     # Coalescing across processes needs a shared store; in one process the flights are enough.
