@@ -6,11 +6,12 @@ import logging
 import os
 import time
 from contextlib import asynccontextmanager
+from typing import Any, Awaitable, Callable
 
 import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route as HTTPRoute
 
@@ -23,11 +24,18 @@ from .runtime import Runtime
 log = logging.getLogger("gateway")
 
 
-class RequestId:
-    """Gives every request an id (the client's `x-request-id`, else a new one) and echoes it back."""
+class Front:
+    """The outermost ASGI app. Gives every request an id (the client's `x-request-id`, else a new
+    one) and echoes it back, and sends POSTs to the proxy endpoints straight to their pipeline:
+    the hot path skips Starlette's router and exception middlewares (the pipeline answers its own
+    errors). Everything else, lifespan included, goes to the Starlette app."""
 
-    def __init__(self, app):
+    def __init__(self, app: Starlette, lanes: dict[str, Callable[[Request], Awaitable[Any]]]):
         self.app = app
+        self.lanes = lanes
+
+    def __getattr__(self, name: str) -> Any:  # app.state, app.router... of the Starlette app
+        return getattr(self.app, name)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -47,7 +55,19 @@ class RequestId:
                 message["headers"] = [*message.get("headers", ()), rid_header]
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        lane = self.lanes.get(scope["path"]) if scope["method"] == "POST" else None
+        if lane is None:
+            return await self.app(scope, receive, send_with_id)
+        scope["app"] = self.app
+        try:
+            response = await lane(Request(scope, receive))
+        except ClientDisconnect:
+            return
+        except Exception:
+            log.exception("unexpected error on %s", scope["path"])
+            response = Response(error_body("The gateway hit an internal error.", "server_error"), 500,
+                                media_type="application/json")
+        await response(scope, receive, send_with_id)
 
 
 def json_response(data, status: int = 200) -> Response:
@@ -104,7 +124,7 @@ async def on_unexpected(request: Request, exc: Exception) -> Response:
                     media_type="application/json")
 
 
-def create_app(loaded: LoadedConfig) -> Starlette:
+def create_app(loaded: LoadedConfig) -> Front:
     @asynccontextmanager
     async def lifespan(app: Starlette):
         app.state.started_at = time.time()
@@ -115,9 +135,10 @@ def create_app(loaded: LoadedConfig) -> Starlette:
         finally:
             await app.state.runtime.close()
 
+    chat, embeddings = Pipeline("chat"), Pipeline("embeddings")
     routes = [
-        HTTPRoute("/v1/chat/completions", Pipeline("chat").handle, methods=["POST"]),
-        HTTPRoute("/v1/embeddings", Pipeline("embeddings").handle, methods=["POST"]),
+        HTTPRoute("/v1/chat/completions", chat.handle, methods=["POST"]),
+        HTTPRoute("/v1/embeddings", embeddings.handle, methods=["POST"]),
         HTTPRoute("/v1/models", list_models, methods=["GET"]),
         HTTPRoute("/healthz", healthz, methods=["GET"]),
         HTTPRoute("/readyz", readyz, methods=["GET"]),
@@ -127,10 +148,9 @@ def create_app(loaded: LoadedConfig) -> Starlette:
         lifespan=lifespan,
         exception_handlers={GatewayError: on_gateway_error, HTTPException: on_http_error, Exception: on_unexpected},
     )
-    app.add_middleware(RequestId)
-    return app
+    return Front(app, {"/v1/chat/completions": chat.handle, "/v1/embeddings": embeddings.handle})
 
 
-def app_from_env() -> Starlette:
+def app_from_env() -> Front:
     """Factory for `uvicorn --factory` and for `gateway serve --workers N`."""
     return create_app(load_config(default_config_path()))

@@ -11,7 +11,7 @@ import inspect
 from typing import Any, Callable
 
 import orjson
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from .cache import CachePlan, Entry
@@ -31,18 +31,29 @@ from .usage import estimate
 TRACE_HEADERS = ("traceparent", "tracestate")
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
+async def read_body(request: Request, headers: dict[str, str], limit: int) -> bytes:
+    declared = headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)
+    receive = request.receive
     chunks = []
     size = 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise _too_large(limit)
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def request_headers(scope: dict[str, Any]) -> dict[str, str]:
+    """The request's headers as a plain dict, built once (ASGI servers lower-case the names)."""
+    return {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
 
 
 def _too_large(limit: int) -> GatewayError:
@@ -104,10 +115,10 @@ class Pipeline:
 
     async def _run(self, request: Request, runtime: Runtime, record: RequestRecord,
                    finish: Callable[[], None]) -> Response:
-        headers = request.headers
+        headers = request_headers(request.scope)
         client_auth = headers.get("authorization")
         key_name = runtime.authenticate(client_auth)
-        payload = parse_json_object(await read_body(request, runtime.max_body_bytes))
+        payload = parse_json_object(await read_body(request, headers, runtime.max_body_bytes))
         self.check(payload)
         route = runtime.resolve(payload["model"])
         record.route = route.name

@@ -18,18 +18,14 @@ NOT_IN_KEY = frozenset({"model", "stream", "stream_options", "user", "metadata",
 KEY_PREFIX = "gw:v1:"
 
 
-def _nfc(value: Any) -> Any:
-    if isinstance(value, str):
-        return unicodedata.normalize("NFC", value)
-    if isinstance(value, dict):
-        return {_nfc(k): _nfc(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_nfc(v) for v in value]
-    return value
-
-
 def _digest(material: dict[str, Any]) -> str:
-    canonical = orjson.dumps(_nfc(material), option=orjson.OPT_SORT_KEYS)
+    canonical = orjson.dumps(material, option=orjson.OPT_SORT_KEYS)
+    if not canonical.isascii():
+        # NFC over the whole document equals NFC of each string in it: every string is preceded by
+        # a quote, a starter that composes with no combining mark. ASCII text is already NFC.
+        text = canonical.decode()
+        if not unicodedata.is_normalized("NFC", text):
+            canonical = unicodedata.normalize("NFC", text).encode()
     return hashlib.blake2b(canonical, digest_size=20).hexdigest()
 
 
