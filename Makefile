@@ -23,6 +23,8 @@ $(VENV)/.test-deps: pyproject.toml | $(BIN)/python
 system-test-deps:
 	@command -v redis-server >/dev/null || { $(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq redis-server; }
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus; }
 
 serve: $(VENV)/.run-deps
 	$(BIN)/gateway serve --config $(CONFIG)

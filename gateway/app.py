@@ -17,6 +17,7 @@ from starlette.routing import Route as HTTPRoute
 
 from .config import LoadedConfig, default_config_path, load_config
 from .errors import GatewayError, error_body
+from .metrics import metrics_endpoint
 from .observe import Observer
 from .proxy import Pipeline
 from .runtime import Runtime
@@ -128,12 +129,13 @@ def create_app(loaded: LoadedConfig) -> Front:
     @asynccontextmanager
     async def lifespan(app: Starlette):
         app.state.started_at = time.time()
-        app.state.observer = Observer()
+        app.state.observer = Observer(loaded.config, lambda: getattr(app.state, "runtime", None))
         app.state.runtime = await Runtime.start(loaded)
         try:
             yield
         finally:
             await app.state.runtime.close()
+            app.state.observer.close()
 
     chat, embeddings = Pipeline("chat"), Pipeline("embeddings")
     routes = [
@@ -142,6 +144,7 @@ def create_app(loaded: LoadedConfig) -> Front:
         HTTPRoute("/v1/models", list_models, methods=["GET"]),
         HTTPRoute("/healthz", healthz, methods=["GET"]),
         HTTPRoute("/readyz", readyz, methods=["GET"]),
+        HTTPRoute("/metrics", metrics_endpoint, methods=["GET"]),
     ]
     app = Starlette(
         routes=routes,

@@ -151,6 +151,22 @@ class CacheConfig(_Strict):
     cacheable: Literal["deterministic", "always", "never"] = "deterministic"
 
 
+class MetricsConfig(_Strict):
+    token: str | None = None          # when set, GET /metrics needs `Authorization: Bearer <token>`
+    quantile_window_s: float = Field(60, gt=0)   # gateway_request_duration_quantile_seconds looks back this far
+    per_key_labels: bool = False      # also count requests, tokens and cost per gateway key (gateway_key_*)
+
+    @field_validator("token")
+    @classmethod
+    def _empty_is_none(cls, v: str | None) -> str | None:
+        return v or None
+
+
+class LogConfig(_Strict):
+    level: Literal["debug", "info", "warning", "error"] = "info"  # request lines: info, 4xx warning, 5xx error
+    content: bool = False             # put messages and answers in the request log line
+
+
 class GatewayConfig(_Strict):
     server: ServerConfig = ServerConfig()
     auth: AuthConfig = AuthConfig()
@@ -158,6 +174,8 @@ class GatewayConfig(_Strict):
     models: dict[str, ModelConfig] = {}
     routes: dict[str, RouteConfig] = {}
     cache: CacheConfig = CacheConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    log: LogConfig = LogConfig()
 
 
 class ConfigError(Exception):

@@ -1,13 +1,333 @@
-"""Turns finished request records into metrics and log lines (off the hot path)."""
+"""Turns finished request records into metrics and log lines (off the hot path).
+
+`finish` runs on the event loop after the client has its last byte, once per request: it only
+increments pre-resolved metric children and queues one JSON line for the log thread.
+The observer outlives config reloads; settings that come from the config (prices, log level,
+quantile window) are re-read when the app's runtime changes.
+"""
 
 from __future__ import annotations
 
+import logging
+import time
+from typing import TYPE_CHECKING, Any, Callable, TextIO
+
+import orjson
+
+from .config import GatewayConfig, ModelConfig
+from .logs import LEVELS, LineWriter
+from .metrics import Metrics
+from .pricing import cost_usd, has_prices
 from .record import RequestRecord
+
+if TYPE_CHECKING:
+    from .runtime import Runtime
+
+log = logging.getLogger("gateway.observe")
+
+NONE = "none"  # label value when a request never got that far (no route, no provider)
+STATUS_CLASS = tuple(f"{i}xx" for i in range(10))
+QUEUE_KINDS = frozenset({"queue_full", "queue_timeout"})
+STREAM_ERRORS = frozenset({"timeout", "broken_stream"})
+INFO, WARNING, ERROR = LEVELS["info"], LEVELS["warning"], LEVELS["error"]
+LEVEL_NAMES = {INFO: "info", WARNING: "warning", ERROR: "error"}
 
 
 class Observer:
+    def __init__(self, config: GatewayConfig, runtime: "Callable[[], Runtime | None]",
+                 stream: TextIO | None = None):
+        self._runtime = runtime
+        self.metrics = Metrics(runtime, config.metrics.quantile_window_s)
+        self.log = LineWriter(stream)
+        # Label children resolved once per label tuple: `.labels()` validates and locks each call.
+        self._children: dict[Any, dict[tuple[str, ...], Any]] = {}
+        self._unpriced: set[str] = set()
+        self._embedder: Any = None
+        self._embedded = 0
+        self._ts_second = -1
+        self._ts_prefix = ""
+        self._config: GatewayConfig | None = None
+        self._apply(config)
+
+    def _apply(self, config: GatewayConfig) -> None:
+        self._config = config
+        self.models: dict[str, ModelConfig] = config.models
+        self.min_level = LEVELS[config.log.level]
+        self.content = config.log.content
+        self.per_key = config.metrics.per_key_labels
+        self.metrics.set_quantile_window(config.metrics.quantile_window_s)
+
+    def close(self) -> None:
+        self.log.close()
+
+    # ---- per request -------------------------------------------------------------------------
+
     def finish(self, record: RequestRecord) -> None:
         """Called exactly once per request, after the last byte went to the client."""
+        try:
+            self._finish(record)
+        except Exception:  # accounting must never break serving
+            log.exception("could not observe request %s", record.request_id)
+
+    def _finish(self, record: RequestRecord) -> None:
+        now = time.perf_counter()
+        runtime = self._runtime()
+        if runtime is not None and runtime.config is not self._config:
+            self._apply(runtime.config)
+        m = self.metrics
+        child = self._child
+        total = max(0.0, (record.ended or now) - record.started)
+        route = record.route or NONE
+        cache = record.cache
+        hit = cache[:3] == "hit"
+        status = record.status
+        status_class = STATUS_CLASS[status // 100] if 0 <= status < 1000 else "other"
+        model = record.model or NONE
+        upstream = record.provider is not None and not hit  # a provider was (or was to be) called
+        provider = record.provider if upstream else NONE
+
+        child(m.requests, route, model, provider, status_class, cache).inc()
+        child(m.duration, route, cache, "true" if record.stream else "false").observe(total)
+        m.window(route).add(total, time.monotonic())
+        ttft = None
+        if record.stream and record.first_byte_s is not None:
+            ttft = max(0.0, record.first_byte_s - record.started)
+            child(m.ttft, route, cache).observe(ttft)
+        if upstream:
+            if record.upstream_s > 0:
+                child(m.upstream, provider, model).observe(record.upstream_s)
+            child(m.queue_wait, provider).observe(record.queue_wait_s)
+        child(m.overhead, route, cache).observe(max(0.0, total - record.upstream_s - record.queue_wait_s))
+
+        if record.endpoint == "chat":
+            self._count_cache(record, runtime)
+
+        # Upstream attempts that failed, limiter refusals, and a stream that broke after it began.
+        for failed_provider, kind in record.upstream_errors:
+            if kind in QUEUE_KINDS:
+                child(m.rejected, failed_provider, kind).inc()
+            else:
+                child(m.upstream_errors, failed_provider, kind).inc()
+        stream_error = None
+        if upstream and record.stream and status == 200 and record.error_kind in STREAM_ERRORS:
+            errors = record.upstream_errors
+            # forward() also sets error_kind for an attempt that failed before a later one answered
+            if not errors or errors[-1] != (provider, record.error_kind):
+                stream_error = record.error_kind
+                child(m.upstream_errors, provider, stream_error).inc()
+        for reason in record.fallbacks:
+            child(m.fallbacks, route, reason).inc()
+
+        usage = record.usage if isinstance(record.usage, dict) else None
+        prompt = completion = cached = 0
+        saved = 0.0
+        if usage is not None:
+            prompt, completion, cached = _tokens(usage)
+            if hit:
+                saved = self._hit_saving(record, usage)
+            elif upstream:
+                self._count_tokens(model, provider, prompt, completion, cached, record.usage_estimated)
+                child(m.cost, model, provider).inc(record.cost_usd)
+                self._check_priced(model)
+                if record.baseline_model and record.baseline_model != model:
+                    saved = self._routing_saving(record, usage)
+        if self.per_key:
+            key = _key_label(record.tenant)
+            child(m.key_requests, key, status_class).inc()
+            if upstream and usage is not None:
+                child(m.key_tokens, key, "prompt").inc(prompt)
+                child(m.key_tokens, key, "completion").inc(completion)
+                child(m.key_cost, key).inc(record.cost_usd)
+
+        level = ERROR if status >= 500 else WARNING if status >= 400 or stream_error else INFO
+        if level >= self.min_level:
+            self._log_line(record, level, total, ttft, prompt, completion, cached, saved, stream_error)
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        children = self._children.get(metric)
+        if children is None:
+            children = self._children[metric] = {}
+        got = children.get(labels)
+        if got is None:
+            got = children[labels] = metric.labels(*labels)
+        return got
+
+    def _count_cache(self, record: RequestRecord, runtime: "Runtime | None") -> None:
+        counts = self.metrics.cache_counts
+        layers = record.cache_layers
+        for layer, result in layers.items():
+            key = (layer, result)
+            if key in counts:
+                counts[key] += 1
+        # Bypassed: the plan said so, or `Cache-Control: no-cache` skipped the lookup.
+        bypassed = "cache_bypass" in record.extra or (record.cache == "miss" and "exact" not in layers)
+        if bypassed:
+            counts[("exact", "bypass")] += 1
+        semantic_on = runtime is not None and runtime.cache.semantic is not None
+        if semantic_on and "semantic" not in layers and (bypassed or layers.get("exact") == "miss"):
+            counts[("semantic", "bypass")] += 1  # not consulted although the exact layer did not answer
+
+    def _count_tokens(self, model: str, provider: str, prompt: int, completion: int, cached: int,
+                      estimated: bool) -> None:
+        m, child = self.metrics, self._child
+        child(m.tokens, model, provider, "prompt").inc(prompt)
+        child(m.tokens, model, provider, "completion").inc(completion)
+        if cached:
+            child(m.tokens, model, provider, "cached").inc(cached)
+        if estimated:
+            child(m.tokens_estimated, model, provider, "prompt").inc(prompt)
+            child(m.tokens_estimated, model, provider, "completion").inc(completion)
+
+    def _price(self, model: str, usage: dict[str, Any]) -> float:
+        config = self.models.get(model)
+        self._check_priced(model)
+        return cost_usd(config, usage) if config is not None else 0.0
+
+    def _check_priced(self, model: str) -> None:
+        if model not in self._unpriced:
+            config = self.models.get(model)
+            if config is None or not has_prices(config):
+                self._unpriced.add(model)
+                self._child(self.metrics.unpriced, model).inc()
+
+    def _hit_saving(self, record: RequestRecord, usage: dict[str, Any]) -> float:
+        """What the cached answer would have cost, less what the judge cost to allow it."""
+        model = record.saved_model or record.model or NONE
+        saved = self._price(model, usage)
+        for judge_model, judge_usage in record.judge_usage or ():
+            if isinstance(judge_usage, dict):
+                saved -= self._price(judge_model, judge_usage)
+        saved = max(0.0, saved)  # a counter never goes down: a judge dearer than the answer saves 0
+        self._child(self.metrics.saved, model).inc(saved)
+        return saved
+
+    def _routing_saving(self, record: RequestRecord, usage: dict[str, Any]) -> float:
+        """Routing answered with a cheaper model than the baseline: the difference, same tokens."""
+        baseline = record.baseline_model or NONE
+        saved = self._price(baseline, usage) - record.cost_usd
+        if saved <= 0:
+            return 0.0
+        self._child(self.metrics.saved, baseline).inc(saved)
+        return saved
+
+    def _log_line(self, record: RequestRecord, level: int, total: float, ttft: float | None, prompt: int,
+                  completion: int, cached: int, saved: float, stream_error: str | None) -> None:
+        target = record.model
+        config = self.models.get(target) if target is not None else None
+        status = record.status
+        error = (record.error_kind or f"http_{status}") if status >= 400 else stream_error
+        line: dict[str, Any] = {
+            "ts": self._timestamp(),
+            "level": LEVEL_NAMES[level],
+            "event": "request",
+            "request_id": record.request_id,
+            "endpoint": record.endpoint,
+            "route": record.route,
+            "target": target,
+            "provider": record.provider,
+            "model": (config.name or target) if config is not None else target,
+            "status": status,
+            "cache": record.cache,
+            "stream": record.stream,
+            "latency_ms": round(total * 1000, 3),
+            "ttft_ms": round(ttft * 1000, 3) if ttft is not None else None,
+            "upstream_ms": round(record.upstream_s * 1000, 3),
+            "queue_ms": round(record.queue_wait_s * 1000, 3),
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "cached_tokens": cached,
+            "tokens_estimated": record.usage_estimated,
+            "cost_usd": round(record.cost_usd, 10),
+            "saved_usd": round(saved, 10),
+            "retries": record.retries,
+            "fallbacks": record.fallbacks,
+            "upstream_errors": [f"{p}:{k}" for p, k in record.upstream_errors],
+            "error": error,
+            "key": _key_label(record.tenant) if record.tenant is not None else None,
+        }
+        if record.coalesced:
+            line["coalesced"] = True
+        if record.similarity is not None:
+            line["similarity"] = round(record.similarity, 4)
+        for name, value in record.extra.items():
+            line.setdefault(name, value)
+        if self.content:
+            line["messages"] = record.messages
+            line["answer"] = _answer_text(record.answer)
+        self.log.write(orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE, default=str))
+
+    def _timestamp(self) -> str:
+        now = time.time()
+        second = int(now)
+        if second != self._ts_second:
+            self._ts_second = second
+            self._ts_prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._ts_prefix}.{int((now - second) * 1000):03d}Z"
+
+    # ---- scrape time and config -------------------------------------------------------------
+
+    async def exposition(self, runtime: "Runtime", accept: str | None) -> tuple[bytes, str]:
+        self._count_semantic_spend(runtime)
+        return await self.metrics.exposition(runtime, accept)
+
+    def _count_semantic_spend(self, runtime: "Runtime") -> None:
+        """The semantic cache's own upstream calls (judge verdicts, embeddings) are spent too."""
+        semantic = runtime.cache.semantic
+        if semantic is None:
+            return
+        drain = getattr(semantic, "drain_judge_usage", None)
+        if callable(drain):
+            for model, usage in drain():
+                if isinstance(usage, dict):
+                    self._spend(model, usage)
+        embedder = getattr(semantic, "embedder", None)
+        usage = getattr(embedder, "usage", None)
+        target = getattr(embedder, "target", None)
+        if isinstance(usage, dict) and target is not None:
+            embedded = int(usage.get("prompt_tokens") or 0)
+            if embedder is not self._embedder:
+                self._embedder, self._embedded = embedder, 0
+            if embedded > self._embedded:
+                self._spend(target.model, {"prompt_tokens": embedded - self._embedded})
+                self._embedded = embedded
+
+    def _spend(self, model: str, usage: dict[str, Any]) -> None:
+        config = self.models.get(model)
+        provider = config.provider if config is not None else NONE
+        prompt, completion, cached = _tokens(usage)
+        self._count_tokens(model, provider, prompt, completion, cached, False)
+        self._child(self.metrics.cost, model, provider).inc(self._price(model, usage))
 
     def config_reloaded(self, result: str) -> None:
         """Called once per config reload attempt: result is "success" or "failure"."""
+        self._child(self.metrics.reloads, result).inc()
+
+
+def _int(value: Any) -> int:
+    return value if type(value) is int and value > 0 else 0
+
+
+def _tokens(usage: dict[str, Any]) -> tuple[int, int, int]:
+    details = usage.get("prompt_tokens_details")
+    cached = _int(details.get("cached_tokens")) if isinstance(details, dict) else 0
+    return _int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens")), cached
+
+
+def _key_label(tenant: str | None) -> str:
+    """A gateway key's name; a client's own token only as a short hash; never a key itself."""
+    if not tenant:
+        return "anonymous"
+    if tenant.startswith("key:"):
+        return tenant[4:]
+    return tenant[:18]  # "token:" and 12 hex digits of the token's sha256
+
+
+def _answer_text(answer: dict[str, Any] | None) -> str | None:
+    if not isinstance(answer, dict):
+        return None
+    parts = []
+    for choice in answer.get("choices") or ():
+        message = choice.get("message") if isinstance(choice, dict) else None
+        if isinstance(message, dict) and isinstance(message.get("content"), str):
+            parts.append(message["content"])
+    return "\n".join(parts) if parts else None

@@ -120,7 +120,8 @@ class Pipeline:
         key_name = runtime.authenticate(client_auth)
         payload = parse_json_object(await read_body(request, headers, runtime.max_body_bytes))
         self.check(payload)
-        route = runtime.resolve(payload["model"])
+        record.messages = payload.get("messages", payload.get("input"))  # logged only with log.content
+        route = runtime.resolve(payload["model"], payload, headers)  # rules first: the cache key names the route
         record.route = route.name
         upstream_headers = {"x-request-id": record.request_id}
         for name in TRACE_HEADERS:
@@ -239,6 +240,7 @@ class Pipeline:
             record.usage_estimated = True
         record.usage = usage
         record.cost_usd = cost_usd(target.pricing, usage)
+        record.answer = completion
 
     def _hit(self, entry: Entry, kind: str, similarity: float | None, route: Route, plan: CachePlan,
              record: RequestRecord, include_usage: bool, finish: Callable[[], None]) -> Response:
@@ -248,6 +250,7 @@ class Pipeline:
         record.status = 200
         record.model = record.saved_model = model
         record.similarity = similarity
+        record.answer = completion
         usage = completion.get("usage")
         record.usage = usage if isinstance(usage, dict) else None
         headers = _answer_headers(route, model, {"x-gateway-cache": kind, "x-gateway-cache-key": plan.key})

@@ -41,6 +41,11 @@ class RequestRecord:
     saved_model: str | None = None      # cache hits: the model whose call was saved
     cost_usd: float = 0.0               # what this request paid upstream (0 for a hit)
     extra: dict[str, Any] = field(default_factory=dict)  # other facts worth a log field
+    ended: float | None = None          # when the last byte went to the client (perf_counter), if known
+    # Semantic hits: (model, usage) of the judge calls the lookup made, taken off the hit's saving.
+    judge_usage: list[tuple[str, dict[str, Any]]] | None = None
+    messages: Any = None                # the request's messages (embeddings: input); logged only with log.content
+    answer: dict[str, Any] | None = None  # the completion answered; logged only with log.content
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started

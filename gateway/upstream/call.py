@@ -100,8 +100,8 @@ async def call_target(target: Target, payload: dict[str, Any], path: str, stream
             raise TargetFailed("invalid", upstream_invalid(provider.name, "the body is not JSON"))
         return JsonAnswer(upstream.status, raw, data, target)
     finally:
+        record.upstream_s += time.perf_counter() - started  # a stream: until its headers; the pump adds the rest
         if not handed_off:
-            record.upstream_s += time.perf_counter() - started
             provider.limiter.release()
 
 
