@@ -1,0 +1,424 @@
+"""Turn results.json into the Markdown table, the target check, the printed summary and PNG charts."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
+
+ORDER = ["upstream", "bare", "gateway", "gateway-w2", "portkey", "litellm"]
+SCEN_LABEL = {
+    "passthrough-1": "1. pass-through JSON, 1 in flight (instant upstream)",
+    "passthrough-32": "1. pass-through JSON, 32 in flight (instant upstream)",
+    "slow-256": "2. 256 in flight, 50 ms upstream",
+    "exact-32": "4. exact-cache hits, 32 in flight",
+}
+
+
+def f(v, digits: int = 2) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float) and digits == 0:
+        return f"{v:,.0f}"
+    return f"{v:,.{digits}f}" if isinstance(v, float) else f"{v:,}"
+
+
+def rows_by(results: dict) -> dict:
+    out: dict = {}
+    for r in results["rows"]:
+        out.setdefault(r["scenario"], {})[r["target"]] = r
+    return out
+
+
+def stream_by(results: dict) -> dict:
+    return {s["target"]: s for s in results["streams"]}
+
+
+def label_of(results: dict, target: str) -> str:
+    for r in results["rows"] + results["streams"]:
+        if r["target"] == target:
+            return r["label"]
+    return {"upstream": "upstream alone (nginx)", "bare": "bare Starlette+aiohttp", "gateway": "gateway",
+            "gateway-w2": "gateway --workers 2", "portkey": "Portkey", "litellm": "LiteLLM"}.get(target, target)
+
+
+def ratio(a, b) -> float | None:
+    return a / b if a is not None and b else None
+
+
+# ---- targets -------------------------------------------------------------------------------------
+
+def targets(results: dict) -> list[tuple[str, str, bool | None, str]]:
+    """(target, measured, met?, note) for each of the issue's targets."""
+    by = rows_by(results)
+    st = stream_by(results)
+    out = []
+
+    def row(s, t):
+        return by.get(s, {}).get(t)
+
+    up1, gw1 = row("passthrough-1", "upstream"), row("passthrough-1", "gateway")
+    if up1 and gw1:
+        d = gw1["p50"] - up1["p50"]
+        out.append(("pass-through, 1 in flight: P50 overhead <= 0.6 ms", f"{d:.2f} ms", d <= 0.6, ""))
+    bare32, gw32 = row("passthrough-32", "bare"), row("passthrough-32", "gateway")
+    if bare32 and gw32:
+        r = ratio(gw32["rps"], bare32["rps"])
+        out.append(("pass-through, 32 in flight: >= 85% of bare", f"{100 * r:.0f}%", r >= 0.85, ""))
+        for peer, need in (("portkey", 4), ("litellm", 50)):
+            p = row("passthrough-32", peer)
+            if p and p["rps"]:
+                r = gw32["rps"] / p["rps"]
+                out.append((f"pass-through, 32 in flight: >= {need}x {peer}", f"{r:.1f}x", r >= need, ""))
+            else:
+                out.append((f"pass-through, 32 in flight: >= {need}x {peer}", "not measured", None,
+                            results["skipped"].get(f"{peer}/passthrough-32", "")))
+    bare256, gw256 = row("slow-256", "bare"), row("slow-256", "gateway")
+    if bare256 and gw256:
+        r = ratio(gw256["rps"], bare256["rps"])
+        out.append(("256 in flight, 50 ms: >= 85% of bare", f"{100 * r:.0f}%", r >= 0.85, ""))
+        out.append(("256 in flight, 50 ms: no errors", f"{gw256['errors']} errors", gw256["errors"] == 0, ""))
+        out.append(("256 in flight, 50 ms: P99 <= 300 ms", f"{gw256['p99']:.1f} ms", gw256["p99"] <= 300, ""))
+    if "upstream" in st and "gateway" in st:
+        g, u = st["gateway"], st["upstream"]
+        out.append(("1,000 streams: all complete", f"{g['completed']}/{g['streams']}", g["completed"] == g["streams"], ""))
+        if g["ttft_ms"]["p99"] is not None and u["ttft_ms"]["p99"] is not None:
+            d = g["ttft_ms"]["p99"] - u["ttft_ms"]["p99"]
+            out.append(("1,000 streams: TTFT overhead P99 <= 20 ms", f"{d:.1f} ms", d <= 20,
+                        f"P99 TTFT {g['ttft_ms']['p99']:.1f} ms through the gateway vs {u['ttft_ms']['p99']:.1f} ms direct"))
+    ex = row("exact-32", "gateway")
+    if ex:
+        hit = (results.get("exact_check") or {}).get("gateway", [None])[-1]
+        note = "" if hit == "hit-exact" else f"requests were not hits ({hit})"
+        out.append(("exact hits: >= 5,000 req/s", f"{ex['rps']:,.0f} req/s", ex["rps"] >= 5000 and not note, note))
+        out.append(("exact hits: P99 <= 10 ms", f"{ex['p99']:.2f} ms", ex["p99"] <= 10 and not note, note))
+    sem = results.get("semantic")
+    if sem:
+        lat = sem["lookup"]["latency_ms"].get("hit-semantic")
+        if lat and lat["p50"] is not None:
+            out.append((f"semantic lookup P50 <= 15 ms ({sem['entries']:,} entries)", f"{lat['p50']:.1f} ms",
+                        lat["p50"] <= 15, f"{lat['n']} hits measured"))
+        else:
+            out.append((f"semantic lookup P50 <= 15 ms ({sem['entries']:,} entries)", "no semantic hits", False,
+                        f"layers seen: {sem['lookup']['layers']}"))
+    mem = results.get("memory")
+    if mem and len(mem["checkpoints"]) >= 2:
+        a, b = mem["checkpoints"][0], mem["checkpoints"][-1]
+        g = 100 * (b["rss_mb"] - a["rss_mb"]) / a["rss_mb"]
+        out.append((f"RSS growth <= 10% between {a['target']:,} and {b['target']:,} requests", f"{g:+.1f}%", g <= 10,
+                    "" if b["target"] >= 1_000_000 else "short mode; LONG=1 runs to 1M"))
+    return out
+
+
+# ---- markdown ------------------------------------------------------------------------------------
+
+def markdown(results: dict) -> str:
+    by = rows_by(results)
+    L = ["# Gateway benchmark", ""]
+    m, v, s = results["machine"], results["versions"], results["settings"]
+    L += [f"- machine: {m['cpu']}, {m['cores']} cores, {m['memory']}, {m['os']}, kernel {m['kernel']}, "
+          f"Python {m['python']}",
+          f"- load average before/after: {fmt_load(results.get('load_before'))} / {fmt_load(results.get('load_after'))}",
+          f"- gateway {v['gateway']}; " + ", ".join(f"{k} {v[k]}" for k in
+          ("aiohttp", "uvicorn", "starlette", "uvloop", "httptools", "orjson", "qdrant-client", "sentence-transformers", "torch")),
+          f"- {v['nginx']}; {v['wrk']}; node {v['node']}; LiteLLM {v['litellm']}; Portkey {v['portkey']}",
+          f"- settings: {s['duration']:g}s per measurement after {s['warmup']:g}s warm-up, wrk 1 thread closed loop; "
+          f"one uvicorn worker unless marked; every target's pool sized 1024 connections; "
+          f"scenarios {', '.join(s['scenarios'])}; wall time {results.get('wall_s', 0):.0f}s",
+          ""]
+    L += ["## Targets (issue 6)", "", "| target | measured | met | note |", "|---|---|---|---|"]
+    for name, measured, met, note in targets(results):
+        L.append(f"| {name} | {measured} | {'yes' if met else ('–' if met is None else '**no**')} | {note} |")
+    L.append("")
+    for scen in ("passthrough-1", "passthrough-32", "slow-256", "exact-32"):
+        if scen not in by and not any(k.endswith("/" + scen) for k in results["skipped"]):
+            continue
+        rows = by.get(scen, {})
+        up, bare, gw = (rows.get(t) for t in ("upstream", "bare", "gateway"))
+        L += [f"## {SCEN_LABEL[scen]}", "",
+              "| | req/s | P50 ms | P95 ms | P99 ms | errors | CPU % | gateway ÷ this (req/s) | P50 − upstream's |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for t in ORDER:
+            r = rows.get(t)
+            if r is None:
+                why = results["skipped"].get(f"{t}/{scen}")
+                if why:
+                    L.append(f"| {label_of(results, t)} | – | – | – | – | – | – | – | {why} |")
+                continue
+            L.append(f"| {r['label']} | {r['rps']:,.0f} | {r['p50']:.2f} | {r['p95']:.2f} | {r['p99']:.2f} | "
+                     f"{r['errors']} | {f(r.get('cpu_pct'), 0)} | "
+                     f"{f(ratio(gw['rps'], r['rps']) if gw else None)} | "
+                     f"{f(r['p50'] - up['p50'] if up else None)} |")
+        if scen == "exact-32":
+            L.append("")
+            L.append(f"Gateway cache check before the load (x-gateway-cache of two identical requests): "
+                     f"{(results.get('exact_check') or {}).get('gateway')}. The upstream alone and the bare "
+                     "pass-through have no cache; their rows are the same requests passed through. LiteLLM runs "
+                     "with its in-memory cache (`cache_params: {type: local}`), Portkey with "
+                     "`x-portkey-config: {\"cache\": {\"mode\": \"simple\"}}`.")
+        L.append("")
+    st = stream_by(results)
+    if st or any(k.endswith("/streams") for k in results["skipped"]):
+        up = st.get("upstream")
+        L += ["## 3. concurrent SSE streams, 20 chunks 20 ms apart (nginx echo pacing)", "",
+              "| | streams | completed | errors | TTFT P50 ms | TTFT P95 | TTFT P99 | TTFT P99 − upstream's | "
+              "stream total P50 ms | P99 | peak in flight | CPU % |",
+              "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for t in ORDER:
+            r = st.get(t)
+            if r is None:
+                why = results["skipped"].get(f"{t}/streams")
+                if why:
+                    L.append(f"| {label_of(results, t)} | – | – | {why} | | | | | | | | |")
+                continue
+            tt, tot = r["ttft_ms"], r["total_ms"]
+            d = tt["p99"] - up["ttft_ms"]["p99"] if up and tt["p99"] is not None and up["ttft_ms"]["p99"] is not None else None
+            L.append(f"| {r['label']} | {r['streams']} | {r['completed']} | {r['errors'] or 0} | {f(tt['p50'])} | "
+                     f"{f(tt['p95'])} | {f(tt['p99'])} | {f(d)} | {f(tot['p50'])} | {f(tot['p99'])} | "
+                     f"{r['peak_in_flight']} | {f(r.get('cpu_pct'), 0)} |")
+        L += ["", "TTFT: from the connection's request write to the first `data:` event, all streams started at "
+              "once by a raw-socket client (bench/streamclient.py). Total: to the end of the stream (ideal 400 ms).", ""]
+    sem = results.get("semantic")
+    if sem:
+        L += semantic_md(sem)
+    mix = results.get("mix")
+    if mix:
+        L += mix_md(mix)
+    mem = results.get("memory")
+    if mem:
+        L += ["## Memory (leak check)", "",
+              f"Gateway RSS idle: **{mem['idle_mb']:.1f} MiB** (after start-up, the local embedder loaded). "
+              f"Load: 32 in flight, cacheable requests over {mem['vary']:,} distinct bodies (exact cache of 10,000 "
+              f"entries, LRU: misses, hits and evictions all the time). Errors: {mem.get('errors', 0)}.", "",
+              "| requests | RSS MiB |", "|---:|---:|"]
+        for c in mem["checkpoints"]:
+            L.append(f"| {c['requests']:,} | {c['rss_mb']:.1f} |")
+        if mem.get("incomplete"):
+            L.append("\n(the run hit its time bound before the last checkpoint)")
+        L.append("")
+    if any(t == "gateway-w2" for r in results["rows"] for t in [r["target"]]):
+        L += ["## --workers 2", "", "| scenario | 1 worker req/s | 2 workers req/s | scaling | 2 workers P99 ms |",
+              "|---|---:|---:|---:|---:|"]
+        for scen, rows in by.items():
+            if "gateway-w2" in rows and "gateway" in rows:
+                a, b = rows["gateway"], rows["gateway-w2"]
+                L.append(f"| {SCEN_LABEL[scen]} | {a['rps']:,.0f} | {b['rps']:,.0f} | {b['rps'] / a['rps']:.2f}x | {b['p99']:.2f} |")
+        L += ["", "Two cores in all, shared by wrk, nginx and the gateway's workers.", ""]
+    if results.get("profiles"):
+        L += ["## Profiles (py-spy, gateway process, self time)", ""]
+        for key, prof in results["profiles"].items():
+            L += [f"### {key} ({prof['samples']} samples)", "", "| self % | total % | function |", "|---:|---:|---|"]
+            for fn, self_pct, total_pct in prof["top"][:15]:
+                L.append(f"| {self_pct:.1f} | {total_pct:.1f} | `{fn}` |")
+            L.append("")
+    if results["skipped"] or results["errors"]:
+        L += ["## Not measured / problems", ""]
+        reasons = Counter(results["skipped"].values())
+        for why, n in reasons.items():
+            who = sorted({k.split("/")[0] for k, v in results["skipped"].items() if v == why})
+            L.append(f"- {', '.join(who)}: {why}")
+        for e in results["errors"]:
+            L.append(f"- {e}")
+        L.append("")
+    if results.get("charts"):
+        L += ["## Charts", ""] + [f"![{c}]({c})" for c in results["charts"]] + [""]
+    return "\n".join(L)
+
+
+def semantic_md(sem: dict) -> list[str]:
+    fill, lk = sem["fill"], sem["lookup"]
+    L = ["## 5. semantic-cache lookups", "",
+         f"Filled with {fill['requests']:,} distinct support questions through the `faq` route "
+         f"(layers {fill['layers']}, errors {fill['errors'] or 0}, {fill['wall_s']:.0f}s, "
+         f"{fill['requests'] / max(fill['wall_s'], 1e-9):.0f} req/s at 16 in flight). Then paraphrases of stored "
+         f"questions, one at a time, for {lk['wall_s']:.0f}s:", "",
+         "| answered by | requests | P50 ms | P95 ms | P99 ms |", "|---|---:|---:|---:|---:|"]
+    for layer, d in sorted(lk["latency_ms"].items()):
+        L.append(f"| {layer} | {d['n']} | {f(d['p50'])} | {f(d['p95'])} | {f(d['p99'])} |")
+    L += ["", f"Semantic hits checked against the question they answered: {lk['semantic_checked']} checked, "
+          f"{lk['semantic_wrong']} wrong (served another question's answer). Errors: {lk['errors'] or 0}.", ""]
+    if sem.get("metrics"):
+        L += ["Gateway metrics after the run: " + ", ".join(f"`{k}` {v:g}" for k, v in sem["metrics"].items()), ""]
+    return L
+
+
+def mix_cost(mix: dict) -> dict:
+    price = mix["price"]
+
+    def cost(tokens):
+        return tokens[0] * price["input_per_1m"] / 1e6 + tokens[1] * price["output_per_1m"] / 1e6
+    total = sum(cost(t) for t in mix["tokens"].values())
+    saved = sum(cost(t) for layer, t in mix["tokens"].items() if layer.startswith("hit"))
+    return {"no_cache": total, "with_cache": total - saved, "saved": saved}
+
+
+def mix_md(mix: dict) -> list[str]:
+    n = sum(mix["layers"].values()) or 1
+    c = mix_cost(mix)
+    L = ["## 6. a day of support traffic in miniature (Zipf mix)", "",
+         f"{mix['requests']:,} requests at 8 in flight, questions drawn Zipf(s=1.1) from a pool; each ask is the "
+         f"canonical wording (repeat), a paraphrase, or a question never asked before: {mix['kinds']}. "
+         f"Upstream: the Python fake upstream, which echoes the question (so a wrong semantic hit shows).", "",
+         "| answered by | share | P50 ms | P99 ms |", "|---|---:|---:|---:|"]
+    for layer, k in sorted(mix["layers"].items()):
+        d = mix["latency_ms"].get(layer, {})
+        L.append(f"| {layer} | {100 * k / n:.1f}% | {f(d.get('p50'))} | {f(d.get('p99'))} |")
+    L += ["", "| by kind of ask → layer | requests |", "|---|---:|"]
+    for k, v in sorted(mix["kind_layers"].items()):
+        L.append(f"| {k} | {v} |")
+    L += ["", f"Cost at gpt-4o-mini prices: **${c['no_cache']:.4f} without a cache, ${c['with_cache']:.4f} with it: "
+          f"{100 * c['saved'] / max(c['no_cache'], 1e-12):.1f}% saved**. Semantic hits checked: "
+          f"{mix['semantic_checked']}, wrong: {mix['semantic_wrong']}. Errors: {mix['errors'] or 0}.", ""]
+    if mix.get("metrics"):
+        L += ["Gateway metrics after the run: " + ", ".join(f"`{k}` {v:g}" for k, v in mix["metrics"].items()), ""]
+    return L
+
+
+def fmt_load(load) -> str:
+    return "–" if not load else " ".join(f"{x:.2f}" for x in load)
+
+
+# ---- summary ------------------------------------------------------------------------------------
+
+def summary(results: dict) -> str:
+    L = ["== benchmark summary =="]
+    by = rows_by(results)
+    for scen in ("passthrough-1", "passthrough-32", "slow-256", "exact-32"):
+        if scen in by:
+            L.append(SCEN_LABEL[scen])
+            for t in ORDER:
+                r = by[scen].get(t)
+                if r:
+                    L.append(f"  {r['label']:30s} {r['rps']:9,.0f} req/s  p50 {r['p50']:7.2f}  p99 {r['p99']:8.2f} ms  errors {r['errors']}")
+    for t, s in stream_by(results).items():
+        L.append(f"streams  {s['label']:30s} {s['completed']}/{s['streams']} complete, TTFT p50 {f(s['ttft_ms']['p50'])} "
+                 f"p99 {f(s['ttft_ms']['p99'])} ms")
+    for name, measured, met, note in targets(results):
+        L.append(f"[{'MET ' if met else ('n/a ' if met is None else 'MISS')}] {name}: {measured}" + (f" ({note})" if note else ""))
+    for e in results["errors"]:
+        L.append(f"problem: {e}")
+    return "\n".join(L)
+
+
+# ---- profiles and metrics ------------------------------------------------------------------------
+
+def top_functions(collapsed: Path, n: int = 25) -> dict:
+    """Self and total sample shares per function from py-spy's raw (collapsed stack) output."""
+    self_c: Counter = Counter()
+    total_c: Counter = Counter()
+    samples = 0
+    for line in collapsed.read_text(errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        k = int(count)
+        samples += k
+        frames = [_short(fr) for fr in stack.split(";")]
+        frames = [fr for fr in frames if fr]
+        if not frames:
+            continue
+        self_c[frames[-1]] += k
+        for fr in set(frames):
+            total_c[fr] += k
+    top = [(fn, 100 * c / samples, 100 * total_c[fn] / samples) for fn, c in self_c.most_common(n)] if samples else []
+    by_total = [(fn, 100 * c / samples) for fn, c in total_c.most_common(60)] if samples else []
+    return {"samples": samples, "top": top, "by_total": by_total}
+
+
+def _short(frame: str) -> str:
+    # "func (path/to/file.py:123)" -> "func (file.py:123)"; process/thread frames dropped
+    m = re.match(r"(.*) \((.*?):(\d+)\)$", frame.strip())
+    if not m:
+        return "" if frame.startswith(("process ", "thread ")) else frame.strip()
+    fn, path, lineno = m.groups()
+    parts = path.split("/")
+    short = "/".join(parts[-2:]) if parts[-2:-1] and parts[-2] in ("gateway", "upstream", "cache", "routing") else parts[-1]
+    return f"{fn} ({short})"
+
+
+def cache_metrics(text: str) -> dict:
+    """Cache and cost counters from the gateway's /metrics, whatever their exact names."""
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        name = line.split("{")[0].split(" ")[0]
+        if any(w in name for w in ("cache", "saved", "cost")) and not name.endswith(("_created", "_bucket")):
+            try:
+                val = float(line.rsplit(" ", 1)[1])
+            except ValueError:
+                continue
+            key = line.rsplit(" ", 1)[0]
+            out[key] = val
+    return dict(list(out.items())[:30])
+
+
+# ---- charts -------------------------------------------------------------------------------------
+
+def charts(results: dict, out: Path) -> list[str]:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by = rows_by(results)
+    made = []
+    points = [("passthrough-1", "1"), ("passthrough-32", "32"), ("slow-256", "256\n(50 ms upstream)")]
+    points = [(s, lbl) for s, lbl in points if s in by]
+    if points:
+        fig, ax = plt.subplots(figsize=(8, 5))
+        for t in ORDER:
+            xs = [i for i, (s, _) in enumerate(points) if t in by[s]]
+            if not xs:
+                continue
+            p50 = [by[points[i][0]][t]["p50"] for i in xs]
+            p99 = [by[points[i][0]][t]["p99"] for i in xs]
+            line, = ax.plot(xs, p50, marker="o", label=f"{label_of(results, t)} P50")
+            ax.plot(xs, p99, marker="x", linestyle="--", color=line.get_color(), label=f"{label_of(results, t)} P99")
+        ax.set_xticks(range(len(points)), [lbl for _, lbl in points])
+        ax.set_xlabel("requests in flight")
+        ax.set_ylabel("latency, ms (log)")
+        ax.set_yscale("log")
+        ax.set_title("Latency vs concurrency")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7, ncol=2)
+        fig.tight_layout()
+        fig.savefig(out / "latency_vs_concurrency.png", dpi=120)
+        plt.close(fig)
+        made.append("latency_vs_concurrency.png")
+    scen = [s for s in ("passthrough-1", "passthrough-32", "slow-256", "exact-32") if s in by]
+    if scen:
+        targets_present = [t for t in ORDER if any(t in by[s] for s in scen)]
+        fig, ax = plt.subplots(figsize=(9, 5))
+        width = 0.8 / max(1, len(targets_present))
+        for j, t in enumerate(targets_present):
+            vals = [by[s].get(t, {}).get("rps", 0) for s in scen]
+            bars = ax.bar([i + j * width for i in range(len(scen))], vals, width, label=label_of(results, t))
+            for b, v in zip(bars, vals):
+                if v:
+                    ax.text(b.get_x() + b.get_width() / 2, v, f"{v:,.0f}", ha="center", va="bottom", fontsize=6, rotation=90)
+        ax.set_xticks([i + width * (len(targets_present) - 1) / 2 for i in range(len(scen))],
+                      [SCEN_LABEL[s].split(". ", 1)[1].replace(", ", "\n", 1) for s in scen],
+                      fontsize=7)
+        ax.set_ylabel("requests / s")
+        ax.set_yscale("log")
+        ax.set_title("Requests per second per gateway (one process each)")
+        ax.legend(fontsize=7)
+        ax.grid(True, axis="y", which="both", alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(out / "rps_per_gateway.png", dpi=120)
+        plt.close(fig)
+        made.append("rps_per_gateway.png")
+    mem = results.get("memory")
+    if mem and mem.get("curve"):
+        fig, ax = plt.subplots(figsize=(7, 4))
+        ax.plot([0] + [c["requests"] for c in mem["curve"]], [mem["idle_mb"]] + [c["rss_mb"] for c in mem["curve"]], marker=".")
+        ax.set_xlabel("requests served")
+        ax.set_ylabel("RSS, MiB")
+        ax.set_title("Gateway RSS over the leak check")
+        ax.grid(True, alpha=0.3)
+        ax.set_ylim(bottom=0)
+        fig.tight_layout()
+        fig.savefig(out / "rss.png", dpi=120)
+        plt.close(fig)
+        made.append("rss.png")
+    return made

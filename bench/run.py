@@ -1,0 +1,547 @@
+"""The benchmark: the gateway side by side with the upstream alone, a bare pass-through and peers.
+
+  make bench [SCENARIO=passthrough,streams] [DURATION=10] [LONG=1] [PEERS=0] [PROFILE=1]
+  .venv/bin/python bench/run.py --help
+
+Scenarios (issue 6): passthrough (1 and 32 in flight), slow (256 in flight, 50 ms upstream),
+streams (1,000 concurrent SSE streams), exact (exact-cache hits), semantic (lookups against 10,000
+stored entries), mix (Zipf support traffic), memory (RSS idle / 100k / 1M), workers (--workers 2).
+Results: bench/results/<timestamp>/ (results.md, results.json, PNG charts, logs). Loopback only;
+every load is bounded in time and count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import (BENCH, ROOT, LOOPBACK, VENV_BIN, Proc, cpu_seconds, free_port, need, run_json,  # noqa: E402
+                    venv_python, wait_port)
+import peers as P  # noqa: E402
+import report  # noqa: E402
+from targets import (MODELS, PRICE, Bare, Gateway, PeerTarget, UpstreamAlone, gateway_config)  # noqa: E402
+from upstream import Nginx  # noqa: E402
+
+ALL = ["passthrough", "slow", "streams", "exact", "semantic", "mix", "memory", "workers"]
+WRK_SCENARIOS = {  # name -> (upstream kind, in flight, cacheable)
+    "passthrough-1": ("instant", 1, False),
+    "passthrough-32": ("instant", 32, False),
+    "slow-256": ("slow", 256, False),
+    "exact-32": ("instant", 32, True),
+}
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def body_for(model: str, cacheable: bool, vary: bool = False) -> dict:
+    content = "How long does a refund take?" + (" Ticket @N@." if vary else "")
+    body = {"model": model, "max_tokens": 128, "messages": [
+        {"role": "system", "content": "You are the support assistant of an online shop. Answer briefly."},
+        {"role": "user", "content": content}]}
+    if cacheable:
+        body["temperature"] = 0
+    return body
+
+
+class Shared:
+    """The smoke test's one gateway, lent to each scenario: stopping it is left to the end."""
+
+    def __init__(self, gw: Gateway):
+        self._gw = gw
+
+    def __getattr__(self, name):
+        return getattr(self._gw, name)
+
+    def stop(self) -> None:
+        pass
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.out: Path = args.out
+        self.work = self.out / "work"
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.results: dict = {"rows": [], "streams": [], "semantic": None, "mix": None, "memory": None,
+                              "skipped": {}, "errors": [], "profiles": {}, "startup_s": {}}
+        self.nginx: Nginx | None = None
+        self.echo: Proc | None = None
+        self.echo_url: str | None = None
+        self.shared: Gateway | None = None
+
+    # ---- load generators --------------------------------------------------------------------
+
+    def wrk(self, url: str, conns: int, duration: float, body: dict, headers: list[str],
+            vary: int = 0, timeout_s: float = 10) -> dict:
+        raw = json.dumps(body).encode()
+        path = self.work / f"body-{hashlib.sha1(raw).hexdigest()[:10]}.json"
+        path.write_bytes(raw)
+        env = {"BENCH_BODY": str(path), "BENCH_HEADERS": "\n".join(headers), "BENCH_VARY": str(vary)}
+        argv = [need("wrk"), "-t1", f"-c{conns}", f"-d{max(1, round(duration))}s", f"--timeout={timeout_s:g}s",
+                "-s", str(BENCH / "wrk" / "post.lua"), url]
+        r = run_json(argv, duration + timeout_s + 30, env)
+        secs = r["duration_us"] / 1e6
+        lat = {k: v / 1000 for k, v in r["latency_us"].items()}
+        return {"requests": r["requests"], "rps": r["requests"] / secs if secs else 0.0,
+                "p50": lat["p50"], "p95": lat["p95"], "p99": lat["p99"], "max": lat["max"],
+                "errors": sum(r["errors"].values()), "error_kinds": {k: v for k, v in r["errors"].items() if v}}
+
+    def measure(self, scenario: str, target, kind: str, conns: int, cacheable: bool) -> dict:
+        body = body_for(target.model(kind), cacheable)
+        headers = target.headers(kind)
+        url = target.url(kind)
+        if self.args.warmup > 0:
+            self.wrk(url, conns, self.args.warmup, body, headers)
+        pid = target.pid()
+        cpu0 = cpu_seconds(pid) if pid else None
+        profiler = self.start_profile(scenario, target)
+        res = self.wrk(url, conns, self.args.duration, body, headers)
+        self.stop_profile(profiler, scenario)
+        if cpu0 is not None:
+            res["cpu_pct"] = 100 * (cpu_seconds(pid) - cpu0) / max(self.args.duration, 1e-9)
+        res.update(scenario=scenario, target=target.name, label=target.label, in_flight=conns, kind=kind)
+        self.results["rows"].append(res)
+        log(f"  {scenario:15s} {target.label:28s} {res['rps']:9.0f} req/s  p50 {res['p50']:7.2f} ms  "
+            f"p99 {res['p99']:8.2f} ms  errors {res['errors']}")
+        return res
+
+    def streams(self, target, n: int) -> dict:
+        def argv(count: int) -> list[str]:
+            out = [venv_python(), str(BENCH / "streamclient.py"), "--url", target.url("paced"), "--n", str(count),
+                   "--model", target.model("paced"), "--timeout", str(self.args.stream_timeout)]
+            for h in target.headers("paced"):
+                out += ["--header", h]
+            return out
+        if self.args.warmup > 0:  # a first wave opens the target's upstream connections
+            run_json(argv(min(n, 100)), self.args.stream_timeout + 60)
+        pid = target.pid()
+        cpu0 = cpu_seconds(pid) if pid else None
+        t0 = time.monotonic()
+        res = run_json(argv(n), self.args.stream_timeout + 60)
+        if cpu0 is not None:
+            res["cpu_pct"] = 100 * (cpu_seconds(pid) - cpu0) / max(time.monotonic() - t0, 1e-9)
+        res.update(target=target.name, label=target.label)
+        self.results["streams"].append(res)
+        t = res["ttft_ms"]
+        log(f"  streams x{n:<6d}   {target.label:28s} completed {res['completed']}/{n}  "
+            f"TTFT p50 {fmt(t['p50'])} ms p99 {fmt(t['p99'])} ms  errors {res['errors']}")
+        return res
+
+    # ---- profiling ----------------------------------------------------------------------------
+
+    def start_profile(self, scenario: str, target):
+        if not self.args.profile or not target.name.startswith("gateway") or scenario not in self.args.profile_at:
+            return None
+        pyspy = VENV_BIN / "py-spy"
+        if not pyspy.exists():
+            self.results["errors"].append("--profile: py-spy is not installed in the venv")
+            return None
+        out = self.out / f"profile-{target.name}-{scenario}.collapsed"
+        argv = [str(pyspy), "record", "--pid", str(target.pid()), "--duration", str(max(1, int(self.args.duration))),
+                "--rate", "250", "--format", "raw", "--output", str(out), "--subprocesses", "--nonblocking"]
+        return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), out, target.name
+
+    def stop_profile(self, profiler, scenario: str) -> None:
+        if profiler is None:
+            return
+        proc, out, name = profiler
+        try:
+            proc.wait(self.args.duration + 30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        if out.exists():
+            self.results["profiles"][f"{name}/{scenario}"] = report.top_functions(out)
+
+    # ---- targets ----------------------------------------------------------------------------
+
+    def start_echo(self) -> str:
+        """The Python fake upstream from the tests: it echoes the question, so semantic hits can be checked."""
+        if self.echo_url is None:
+            port = free_port()
+            self.echo = Proc("echo", [venv_python(), str(ROOT / "tests" / "fake_upstream.py"), "--port", str(port),
+                                      "--latency", str(self.args.echo_latency)], self.work / "echo.log").start()
+            wait_port(port, 30, self.echo.popen)
+            self.echo_url = f"http://{LOOPBACK}:{port}/v1"
+        return self.echo_url
+
+    def gateway(self, tag: str = "gateway", workers: int = 1, semantic: bool = True) -> Gateway:
+        if self.args.smoke and workers == 1:
+            # The smoke test shares one gateway: loading the local embedder takes ~15 s a start.
+            if self.shared is None:
+                self.shared = self._start_gateway("gateway", 1, True)
+            return Shared(self.shared)
+        return self._start_gateway(tag, workers, semantic)
+
+    def _start_gateway(self, tag: str, workers: int, semantic: bool) -> Gateway:
+        cfg = gateway_config(self.nginx, self.start_echo(), free_port(), semantic=semantic)
+        gw = Gateway(self.work, cfg, workers=workers, tag=tag)
+        self.results["startup_s"][tag] = gw.startup_s
+        log(f"{gw.label} up in {gw.startup_s:.1f}s (rss {gw.rss_mb():.0f} MiB)")
+        return gw
+
+    def peer(self, name: str, cache: bool):
+        nginx = self.nginx
+        if name == "litellm":
+            p = P.LiteLLM(self.work, {m: nginx.url(k) for k, m in MODELS.items()}, cache=cache)
+            return PeerTarget(p, f"LiteLLM {p.version}")
+        p = P.Portkey(self.work, nginx.url("instant"), cache=cache)
+
+        def headers(kind: str) -> list[str]:
+            h = ["x-portkey-provider: openai", f"x-portkey-custom-host: {nginx.url(kind)}",
+                 "Authorization: Bearer sk-bench"]
+            if cache:
+                h.append('x-portkey-config: {"cache": {"mode": "simple"}}')
+            return h
+        return PeerTarget(p, f"Portkey {p.version}", headers)
+
+    # ---- scenarios ----------------------------------------------------------------------------
+
+    def selected(self, name: str) -> bool:
+        return name in self.args.scenarios
+
+    def wrk_scenarios(self, cache_phase: bool) -> list[str]:
+        out = []
+        if not cache_phase:
+            if self.selected("passthrough"):
+                out += ["passthrough-1", "passthrough-32"]
+            if self.selected("slow"):
+                out.append("slow-256")
+        elif self.selected("exact"):
+            out.append("exact-32")
+        return out
+
+    def run_target(self, make, name: str, scenarios: list[str], streams: bool) -> None:
+        if not scenarios and not streams:
+            return
+        try:
+            target = make()
+        except Exception as exc:  # noqa: BLE001 - a target that cannot start leaves its column empty
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            log(f"{name}: skipped: {reason}")
+            for s in scenarios + (["streams"] if streams else []):
+                self.results["skipped"][f"{name}/{s}"] = reason
+            return
+        try:
+            for s in scenarios:
+                kind, conns, cacheable = WRK_SCENARIOS[s]
+                if cacheable and target.name.startswith("gateway"):
+                    self.check_exact_hit(target)
+                try:
+                    self.measure(s, target, kind, conns, cacheable)
+                except Exception as exc:  # noqa: BLE001
+                    self.fail(f"{name}/{s}", exc)
+            if streams:
+                try:
+                    self.streams(target, self.args.streams)
+                except Exception as exc:  # noqa: BLE001
+                    self.fail(f"{name}/streams", exc)
+        finally:
+            target.stop()
+
+    def check_exact_hit(self, gw: Gateway) -> None:
+        import urllib.request
+        body = json.dumps(body_for(gw.model("instant"), True)).encode()
+        seen = []
+        for _ in range(2 * gw.workers):  # each worker has its own memory cache
+            req = urllib.request.Request(gw.url("instant"), body, {"content-type": "application/json"})
+            with urllib.request.urlopen(req, timeout=10) as r:
+                r.read()
+                seen.append(r.headers.get("x-gateway-cache"))
+        self.results.setdefault("exact_check", {})[gw.name] = seen
+        if "hit-exact" not in seen:
+            self.results["errors"].append(f"{gw.name}: the exact scenario's request was not a hit "
+                                          f"(x-gateway-cache: {seen}); the numbers are not cache hits")
+
+    def fail(self, what: str, exc: Exception) -> None:
+        msg = f"{what}: {type(exc).__name__}: {str(exc).strip()[:400]}"
+        log("FAILED " + msg)
+        self.results["errors"].append(msg)
+        if self.args.verbose:
+            traceback.print_exc()
+
+    def main_targets(self) -> None:
+        plain, cached = self.wrk_scenarios(False), self.wrk_scenarios(True)
+        streams = self.selected("streams")
+        a = self.args
+        self.run_target(lambda: UpstreamAlone(self.nginx), "upstream", plain + cached, streams)
+        self.run_target(lambda: Bare(self.nginx, self.work), "bare", plain + cached, streams)
+        self.run_target(lambda: self.gateway("gateway", semantic=not a.no_semantic_in_main), "gateway",
+                        plain + cached, streams)
+        if a.peers:
+            for name in ("portkey", "litellm"):
+                self.run_target(lambda n=name: self.peer(n, cache=False), name, plain,
+                                streams and not (name == "litellm" and a.skip_litellm_streams))
+                if cached:
+                    self.run_target(lambda n=name: self.peer(n, cache=True), name, cached, False)
+        else:
+            for name in ("portkey", "litellm"):
+                for s in plain + cached + (["streams"] if streams else []):
+                    self.results["skipped"][f"{name}/{s}"] = "peers not requested (PEERS=0)"
+
+    def workers2(self) -> None:
+        if not self.selected("workers"):
+            return
+        scen = ["passthrough-32", "slow-256", "exact-32"]
+        # (the smoke test leaves the semantic layer out here: two workers loading the embedder take 20 s)
+        semantic = not (self.args.no_semantic_in_main or self.args.smoke)
+        self.run_target(lambda: self.gateway("gateway-w2", workers=2, semantic=semantic),
+                        "gateway-w2", scen, False)
+
+    def semantic(self) -> None:
+        if not self.selected("semantic"):
+            return
+        a = self.args
+        try:
+            gw = self.gateway("gateway-semantic")
+        except Exception as exc:  # noqa: BLE001
+            return self.fail("semantic", exc)
+        try:
+            base = [venv_python(), str(BENCH / "client.py")]
+            t0 = time.monotonic()
+            fill = run_json(base + ["fill", "--url", gw.url("instant"), "--model", "faq", "--n", str(a.entries),
+                                    "--concurrency", "16", "--timeout", str(a.fill_timeout)], a.fill_timeout + 90)
+            fill["rss_mb"] = gw.rss_mb()
+            log(f"  semantic fill: {fill['requests']} asked in {time.monotonic() - t0:.0f}s, layers {fill['layers']}, "
+                f"errors {fill['errors']}")
+            lookup = run_json(base + ["lookup", "--url", gw.url("instant"), "--model", "faq",
+                                      "--stored", str(a.entries), "--duration", str(a.duration),
+                                      "--concurrency", "1", "--timeout", str(a.duration + 30)], a.duration + 120)
+            lat = lookup["latency_ms"].get("hit-semantic", {})
+            log(f"  semantic lookup: layers {lookup['layers']}, hit-semantic p50 {fmt(lat.get('p50'))} ms "
+                f"p99 {fmt(lat.get('p99'))} ms, wrong {lookup['semantic_wrong']}/{lookup['semantic_checked']}")
+            self.results["semantic"] = {"entries": a.entries, "fill": fill, "lookup": lookup,
+                                        "metrics": report.cache_metrics(gw.metrics())}
+        except Exception as exc:  # noqa: BLE001
+            self.fail("semantic", exc)
+        finally:
+            gw.stop()
+
+    def mix(self) -> None:
+        if not self.selected("mix"):
+            return
+        a = self.args
+        try:
+            gw = self.gateway("gateway-mix")
+        except Exception as exc:  # noqa: BLE001
+            return self.fail("mix", exc)
+        try:
+            res = run_json([venv_python(), str(BENCH / "client.py"), "mix", "--url", gw.url("instant"),
+                            "--model", "faq", "--n", str(a.mix_requests), "--pool", str(a.mix_pool),
+                            "--concurrency", "8", "--timeout", str(a.mix_timeout)], a.mix_timeout + 90)
+            res["price"] = PRICE
+            res["metrics"] = report.cache_metrics(gw.metrics())
+            self.results["mix"] = res
+            log(f"  mix: {res['requests']} requests, layers {res['layers']}, errors {res['errors']}")
+        except Exception as exc:  # noqa: BLE001
+            self.fail("mix", exc)
+        finally:
+            gw.stop()
+
+    def memory(self) -> None:
+        if not self.selected("memory"):
+            return
+        a = self.args
+        checkpoints = [int(x) for x in a.memory_checkpoints.split(",")]
+        try:
+            gw = self.gateway("gateway-memory")
+        except Exception as exc:  # noqa: BLE001
+            return self.fail("memory", exc)
+        try:
+            time.sleep(1)
+            mem = {"idle_mb": gw.rss_mb(), "checkpoints": [], "curve": [], "vary": a.memory_vary,
+                   "mode": "long" if a.long else "short"}
+            body = body_for(gw.model("instant"), True, vary=True)
+            total, errors = 0, 0
+            t_end = time.monotonic() + a.memory_timeout
+            todo = list(checkpoints)
+            while todo and time.monotonic() < t_end:
+                left = todo[0] - total
+                chunk = min(a.memory_chunk_s, max(1.0, left / max(1.0, (total / max(1e-9, sum(
+                    c["seconds"] for c in mem["curve"]))) if mem["curve"] else 1500.0)))
+                r = self.wrk(gw.url("instant"), 32, chunk, body, [], vary=a.memory_vary)
+                total += r["requests"]
+                errors += r["errors"]
+                mem["curve"].append({"requests": total, "rss_mb": gw.rss_mb(), "seconds": chunk, "rps": r["rps"]})
+                while todo and total >= todo[0]:
+                    mem["checkpoints"].append({"target": todo.pop(0), "requests": total, "rss_mb": gw.rss_mb()})
+                    log(f"  memory: {total} requests, rss {gw.rss_mb():.1f} MiB")
+            mem["errors"] = errors
+            mem["incomplete"] = bool(todo)
+            self.results["memory"] = mem
+        except Exception as exc:  # noqa: BLE001
+            self.fail("memory", exc)
+        finally:
+            gw.stop()
+
+    # ---- run ----------------------------------------------------------------------------------
+
+    def run(self) -> dict:
+        a = self.args
+        started = time.time()
+        self.results["settings"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()}
+        self.results["machine"] = machine()
+        self.results["versions"] = versions()
+        self.results["load_before"] = os.getloadavg()
+        try:
+            self.nginx = Nginx(self.work / "nginx").start()
+            log(f"nginx upstream on {self.nginx.url('instant')}")
+            self.main_targets()
+            self.workers2()
+            self.semantic()
+            self.mix()
+            self.memory()
+        finally:
+            if self.shared:
+                self.shared.stop()
+            if self.echo:
+                self.echo.stop()
+            if self.nginx:
+                self.nginx.stop()
+        self.results["load_after"] = os.getloadavg()
+        self.results["wall_s"] = time.time() - started
+        (self.out / "results.json").write_text(json.dumps(self.results, indent=1, default=str))
+        try:
+            self.results["charts"] = report.charts(self.results, self.out)
+        except Exception as exc:  # noqa: BLE001 - a missing matplotlib must not lose the numbers
+            self.results["errors"].append(f"charts: {type(exc).__name__}: {exc}")
+        (self.out / "results.json").write_text(json.dumps(self.results, indent=1, default=str))
+        (self.out / "results.md").write_text(report.markdown(self.results))
+        return self.results
+
+
+def fmt(v) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
+def machine() -> dict:
+    cpu = ""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = ""
+    try:
+        mem = next(l.split(":", 1)[1].strip() for l in open("/proc/meminfo") if l.startswith("MemTotal"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory": mem, "kernel": platform.release(),
+            "python": platform.python_version(), "os": _os_name()}
+
+
+def _os_name() -> str:
+    try:
+        return next(l.split("=", 1)[1].strip().strip('"') for l in open("/etc/os-release") if l.startswith("PRETTY_NAME"))
+    except (OSError, StopIteration):
+        return platform.system()
+
+
+def _cmd(argv: list[str]) -> str:
+    try:
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=20)
+        return (p.stdout + p.stderr).strip().splitlines()[0]
+    except (OSError, IndexError, subprocess.TimeoutExpired):
+        return "missing"
+
+
+def versions() -> dict:
+    import importlib.metadata as md
+    out = {}
+    for pkg in ("aiohttp", "uvicorn", "starlette", "uvloop", "httptools", "orjson", "qdrant-client",
+                "sentence-transformers", "torch", "cachetools", "prometheus-client"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = "missing"
+    out["nginx"] = _cmd([need("nginx"), "-v"])
+    out["wrk"] = _cmd(["wrk", "-v"])
+    out["node"] = _cmd(["node", "--version"])
+    out["litellm"] = P.installed_litellm() or "not installed"
+    out["portkey"] = P.installed_portkey() or "not installed"
+    commit = _cmd(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
+    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "gateway"],
+                           capture_output=True, text=True).stdout.strip()
+    out["gateway"] = commit + (" + uncommitted changes in gateway/" if dirty else "")
+    return out
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--scenario", default="all", help=f"comma list of {','.join(ALL)} (default all)")
+    p.add_argument("--duration", type=float, default=10, help="seconds per measurement (default 10)")
+    p.add_argument("--warmup", type=float, default=2, help="seconds of warm-up before each measurement")
+    p.add_argument("--peers", type=int, default=1, help="1: run the installed peers; 0: skip them")
+    p.add_argument("--long", action="store_true", help="memory: go to 1M requests (default stops at 200k)")
+    p.add_argument("--smoke", action="store_true", help="every scenario for about a second (the smoke test)")
+    p.add_argument("--profile", action="store_true", help="py-spy the gateway during its measurements")
+    p.add_argument("--profile-at", default="passthrough-32,slow-256,exact-32")
+    p.add_argument("--streams", type=int, default=1000)
+    p.add_argument("--stream-timeout", type=float, default=60)
+    p.add_argument("--skip-litellm-streams", action="store_true")
+    p.add_argument("--entries", type=int, default=10000, help="semantic: stored entries")
+    p.add_argument("--fill-timeout", type=float, default=900)
+    p.add_argument("--mix-requests", type=int, default=3000)
+    p.add_argument("--mix-pool", type=int, default=1000)
+    p.add_argument("--mix-timeout", type=float, default=300)
+    p.add_argument("--echo-latency", type=float, default=0.0, help="the Python fake upstream's delay (s)")
+    p.add_argument("--memory-checkpoints", default=None, help="request counts (default 100000,200000; --long: 100000,1000000)")
+    p.add_argument("--memory-vary", type=int, default=50000, help="distinct requests in the leak check")
+    p.add_argument("--memory-chunk-s", type=float, default=10)
+    p.add_argument("--memory-timeout", type=float, default=None)
+    p.add_argument("--no-semantic-in-main", action="store_true",
+                   help="start the pass-through gateway without the semantic layer configured")
+    p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--verbose", "-v", action="store_true")
+    a = p.parse_args(argv)
+    a.scenarios = ALL if a.scenario in ("all", "") else [s.strip() for s in a.scenario.split(",")]
+    unknown = set(a.scenarios) - set(ALL)
+    if unknown:
+        p.error(f"unknown scenario {sorted(unknown)}; known: {', '.join(ALL)}")
+    if a.smoke:
+        a.duration, a.warmup, a.peers = 1, 0, 0
+        a.streams, a.stream_timeout = min(a.streams, 50), 20
+        a.entries, a.fill_timeout = 40, 60
+        a.mix_requests, a.mix_pool, a.mix_timeout = 60, 20, 60
+        a.memory_checkpoints = a.memory_checkpoints or "500,1000"
+        a.memory_chunk_s = 1
+    if a.memory_checkpoints is None:
+        a.memory_checkpoints = "100000,1000000" if a.long else "100000,200000"
+    if a.memory_timeout is None:
+        a.memory_timeout = 3600 if a.long else (60 if a.smoke else 900)
+    if a.out is None:
+        a.out = BENCH / "results" / datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    a.out = a.out.resolve()
+    a.profile_at = [s.strip() for s in a.profile_at.split(",")]
+    return a
+
+
+def main(argv=None) -> int:
+    a = parse_args(argv)
+    need("nginx")
+    need("wrk")
+    a.out.mkdir(parents=True, exist_ok=True)
+    log(f"results in {a.out}; scenarios {','.join(a.scenarios)}; {a.duration:g}s per measurement")
+    results = Bench(a).run()
+    print()
+    print(report.summary(results))
+    print(f"\nfull table: {a.out / 'results.md'}")
+    return 1 if results["errors"] and a.smoke else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
