@@ -6,7 +6,7 @@ CONFIG ?= $(or $(GATEWAY_CONFIG),config/gateway.yaml)
 PYTEST_ARGS ?=
 SUDO   := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: serve test demo check-config system-test-deps clean
+.PHONY: serve test demo check-config system-test-deps clean bench bench-peers
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,9 @@ system-test-deps:
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq redis-server; }
 	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { $(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus; }
+	@{ command -v nginx >/dev/null || [ -x /usr/sbin/nginx ]; } && [ -e /usr/lib/nginx/modules/ngx_http_echo_module.so ] && \
+		command -v wrk >/dev/null || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nginx-light libnginx-mod-http-echo wrk; }
 
 serve: $(VENV)/.run-deps
 	$(BIN)/gateway serve --config $(CONFIG)
@@ -43,3 +46,26 @@ demo: $(VENV)/.run-deps
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
+
+# The benchmark (bench/README.md): the gateway side by side with the upstream alone, a bare
+# pass-through and the peers. Results in bench/results/<timestamp>/. Options:
+#   SCENARIO=passthrough,slow,streams,exact,semantic,mix,memory,workers (default all)
+#   DURATION=seconds per measurement  LONG=1 (leak check to 1M requests)  PEERS=0  PROFILE=1
+SCENARIO ?= all
+DURATION ?= 10
+LONG     ?= 0
+PEERS    ?= 1
+PROFILE  ?= 0
+BENCH_ARGS ?=
+
+$(VENV)/.bench-deps: pyproject.toml bench/requirements.txt | $(BIN)/python
+	$(BIN)/pip install -q -e '.[local]' -r bench/requirements.txt
+	@touch $@ $(VENV)/.run-deps
+
+bench: $(VENV)/.bench-deps system-test-deps
+	$(BIN)/python bench/run.py --scenario $(SCENARIO) --duration $(DURATION) --peers $(PEERS) \
+		$(if $(filter 1,$(LONG)),--long) $(if $(filter 1,$(PROFILE)),--profile) $(BENCH_ARGS)
+
+# LiteLLM proxy (PyPI, own venv) and the Portkey gateway (npm) into bench/.peers/, on request only.
+bench-peers: $(VENV)/.bench-deps
+	$(BIN)/python bench/peers.py install

@@ -103,12 +103,14 @@ class LiteLLM(Peer):
         if not self.version:
             raise RuntimeError("not installed (run `make bench-peers`)")
         port = free_port()
+        self.key = "sk-bench-" + os.urandom(16).hex()
         cfg = {"model_list": [{"model_name": name, "litellm_params": {
                    "model": "openai/gpt-4o-mini", "api_base": base, "api_key": "sk-bench"}}
                   for name, base in models.items()],
                "litellm_settings": {"drop_params": True, "set_verbose": False, "telemetry": False,
                                     "request_timeout": 30},
-               "general_settings": {}}
+               # A master key, as any real deployment has (it refuses to start without one).
+               "general_settings": {"master_key": self.key}}
         if cache:  # its in-memory response cache, the closest to our exact cache
             cfg["litellm_settings"].update({"cache": True, "cache_params": {"type": "local"}})
         path = workdir / "litellm.yaml"
@@ -124,7 +126,7 @@ class LiteLLM(Peer):
             self.stop()
             raise RuntimeError(f"did not start: {exc}: {self.proc.tail(5)}") from None
         self.url = f"http://{LOOPBACK}:{port}/v1/chat/completions"
-        self.headers = ["Authorization: Bearer sk-bench"]
+        self.headers = [f"Authorization: Bearer {self.key}"]
 
 
 class Portkey(Peer):

@@ -76,7 +76,7 @@ class Bench:
         self.work = self.out / "work"
         self.work.mkdir(parents=True, exist_ok=True)
         self.results: dict = {"rows": [], "streams": [], "semantic": None, "mix": None, "memory": None,
-                              "skipped": {}, "errors": [], "profiles": {}, "startup_s": {}}
+                              "skipped": {}, "errors": [], "notes": [], "profiles": {}, "startup_s": {}}
         self.nginx: Nginx | None = None
         self.echo: Proc | None = None
         self.echo_url: str | None = None
@@ -415,7 +415,9 @@ class Bench:
         (self.out / "results.json").write_text(json.dumps(self.results, indent=1, default=str))
         try:
             self.results["charts"] = report.charts(self.results, self.out)
-        except Exception as exc:  # noqa: BLE001 - a missing matplotlib must not lose the numbers
+        except ImportError as exc:  # `make test` has no matplotlib; `make bench` installs it
+            self.results["notes"].append(f"no charts: {exc}")
+        except Exception as exc:  # noqa: BLE001 - a broken chart must not lose the numbers
             self.results["errors"].append(f"charts: {type(exc).__name__}: {exc}")
         (self.out / "results.json").write_text(json.dumps(self.results, indent=1, default=str))
         (self.out / "results.md").write_text(report.markdown(self.results))
