@@ -121,14 +121,26 @@ class QdrantConfig(_Strict):
     url: str | None = None        # a Qdrant server
     api_key: str | None = None
 
+    @field_validator("path", "url")
+    @classmethod
+    def _one_place(cls, v: str | None, info: Any) -> str | None:
+        given = [name for name in ("location", "path") if info.data.get(name)]
+        if v and given:
+            raise ValueError(f"give one of location, path or url, not {given[0]} and {info.field_name}")
+        return v
+
 
 class EmbedderConfig(_Strict):
     kind: Literal["openai", "local"] = "openai"
-    model: str = "text-embedding-3-small"   # openai: a model under `models:`; local: a sentence-transformers name
+    # openai: a model under `models:`; local: all-MiniLM-L6-v2 (bundled by the `local` extra), a
+    # directory holding a sentence-transformers model, or a model already in the local HF cache.
+    model: str = "text-embedding-3-small"
 
 
 class JudgeConfig(_Strict):
     model: str                    # a cheap chat model under `models:`
+    timeout_ms: float = Field(2000, gt=0)   # a slower verdict is a "no" (the request goes upstream)
+    cache_size: int = Field(10000, ge=1)    # verdicts kept per (stored, incoming) pair
 
 
 class SemanticCacheConfig(_Strict):
@@ -136,12 +148,20 @@ class SemanticCacheConfig(_Strict):
     qdrant: QdrantConfig = QdrantConfig()
     collection: str = "gateway_semantic_cache"
     embedder: EmbedderConfig = EmbedderConfig()
-    threshold: float = Field(0.92, gt=0, le=1)
+    # Cosine similarity a candidate needs before verification. 0.72 is calibrated for the local
+    # all-MiniLM-L6-v2 with the rule veto (README "Semantic cache"); other embedders score on their
+    # own scale: run scripts/calibrate_semantic.py for yours.
+    threshold: float = Field(0.72, gt=0, le=1)
     top_k: int = Field(5, ge=1)
     verify: JudgeConfig | None = None
     single_turn_only: bool = True
     timeout_ms: float = Field(200, gt=0)     # Qdrant and the embedder; slower is a miss
-    cooldown_s: float = Field(5, ge=0)
+    cooldown_s: float = Field(5, ge=0)       # after a failure, skip that backend this long
+    log_interval_s: float = Field(60, gt=0)  # failures are logged at most once per interval
+    sweep_interval_s: float = Field(60, gt=0)  # how often expired entries are deleted
+    # Longer questions skip the layer: embedders read only the first few hundred tokens, so two
+    # long prompts that differ near the end would look identical.
+    max_text_chars: int = Field(500, ge=1)
 
 
 class CacheConfig(_Strict):

