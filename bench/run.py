@@ -59,8 +59,9 @@ def body_for(model: str, cacheable: bool, vary: bool = False) -> dict:
 class Shared:
     """The smoke test's one gateway, lent to each scenario: stopping it is left to the end."""
 
-    def __init__(self, gw: Gateway):
+    def __init__(self, gw: Gateway, name: str):
         self._gw = gw
+        self.name = name  # the scenario's name for it, as in a full run
 
     def __getattr__(self, name):
         return getattr(self._gw, name)
@@ -80,7 +81,7 @@ class Bench:
         self.nginx: Nginx | None = None
         self.echo: Proc | None = None
         self.echo_url: str | None = None
-        self.shared: Gateway | None = None
+        self.shared: dict[bool, Gateway] = {}
 
     # ---- load generators --------------------------------------------------------------------
 
@@ -179,15 +180,23 @@ class Bench:
 
     def gateway(self, tag: str = "gateway", workers: int = 1, semantic: bool = True) -> Gateway:
         if self.args.smoke and workers == 1:
-            # The smoke test shares one gateway: loading the local embedder takes ~15 s a start.
-            if self.shared is None:
-                self.shared = self._start_gateway("gateway", 1, True)
-            return Shared(self.shared)
+            # The smoke test shares two gateways: one with the semantic layer for its scenarios
+            # (loading the local embedder takes 15-25 s, so it starts first, in the background) and
+            # one without for the rest.
+            semantic = tag in ("gateway-semantic", "gateway-mix")
+            if semantic not in self.shared:
+                self.shared[semantic] = self._start_gateway(f"gateway-{'semantic' if semantic else 'plain'}",
+                                                            1, semantic, wait=False)
+            gw = self.shared[semantic].wait()
+            self.results["startup_s"].setdefault(gw.name, gw.startup_s)
+            return Shared(gw, tag)
         return self._start_gateway(tag, workers, semantic)
 
-    def _start_gateway(self, tag: str, workers: int, semantic: bool) -> Gateway:
+    def _start_gateway(self, tag: str, workers: int, semantic: bool, wait: bool = True) -> Gateway:
         cfg = gateway_config(self.nginx, self.start_echo(), free_port(), semantic=semantic)
-        gw = Gateway(self.work, cfg, workers=workers, tag=tag)
+        gw = Gateway(self.work, cfg, workers=workers, tag=tag, wait=wait)
+        if not wait:
+            return gw
         self.results["startup_s"][tag] = gw.startup_s
         log(f"{gw.label} up in {gw.startup_s:.1f}s (rss {gw.rss_mb():.0f} MiB)")
         return gw
@@ -398,14 +407,16 @@ class Bench:
         try:
             self.nginx = Nginx(self.work / "nginx").start()
             log(f"nginx upstream on {self.nginx.url('instant')}")
+            if a.smoke and (self.selected("semantic") or self.selected("mix")):
+                self.shared[True] = self._start_gateway("gateway-semantic", 1, True, wait=False)
             self.main_targets()
             self.workers2()
             self.semantic()
             self.mix()
             self.memory()
         finally:
-            if self.shared:
-                self.shared.stop()
+            for gw in self.shared.values():
+                gw.stop()
             if self.echo:
                 self.echo.stop()
             if self.nginx:

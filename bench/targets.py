@@ -105,7 +105,7 @@ class Gateway(Target):
     name = "gateway"
 
     def __init__(self, workdir: Path, config: dict, workers: int = 1, tag: str = "gateway",
-                 start_timeout: float = 180):
+                 start_timeout: float = 180, wait: bool = True):
         self.port = config["server"]["port"]
         self.workers = workers
         self.name = tag
@@ -118,15 +118,25 @@ class Gateway(Target):
         # The request log (one JSON line per request, written by a background thread) goes to
         # /dev/null: a 1M-request run would otherwise leave a 600 MB file. Errors stay in the log.
         self.proc = Proc(tag, argv, workdir / f"{tag}.log").start(stdout_to_null=True)
-        started = time.monotonic()
+        self.started = time.monotonic()
+        self.start_timeout = start_timeout
+        self.startup_s: float | None = None
+        if wait:
+            self.wait()
+
+    def wait(self) -> "Gateway":
+        """Block until /readyz answers 200 (the semantic layer's embedder loads before that)."""
+        if self.startup_s is not None:
+            return self
         try:
-            wait_port(self.port, start_timeout, self.proc.popen)
-            self._wait_ready(start_timeout - (time.monotonic() - started))
+            wait_port(self.port, self.start_timeout, self.proc.popen)
+            self._wait_ready(self.start_timeout - (time.monotonic() - self.started))
         except RuntimeError as exc:
             tail = self.proc.tail(12)
             self.stop()
             raise RuntimeError(f"gateway did not start: {exc}\n{tail}") from None
-        self.startup_s = time.monotonic() - started
+        self.startup_s = time.monotonic() - self.started
+        return self
 
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + max(1.0, timeout)
