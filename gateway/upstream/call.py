@@ -71,6 +71,7 @@ async def call_target(target: Target, payload: dict[str, Any], path: str, stream
     try:
         await provider.limiter.acquire()
     except LimitExceeded as exc:
+        record.queue_wait_s += time.perf_counter() - queued  # a queue timeout waited too
         kind = "queue_full" if exc.reason == "queue full" else "queue_timeout"
         raise TargetFailed(kind, too_busy(provider.name, exc.reason, 1)) from None
     started = time.perf_counter()

@@ -1,0 +1,155 @@
+"""The request log: one JSON line per request on stdout of a real `gateway serve` process, with
+the documented fields, and never a key or (unless `log.content`) a message."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import httpx
+import orjson
+import pytest
+import yaml
+
+from .fake_upstream import FakeUpstream, free_port
+
+PROVIDER_KEY = "sk-provider-SECRET-0001"
+GATEWAY_KEY = "gw-team-SECRET-0002"
+WRONG_KEY = "sk-client-SECRET-0003"
+PLAN = "the quarterly plan is codename bluebird"
+
+FIELDS = {"ts", "level", "request_id", "route", "target", "provider", "model", "status", "cache", "stream",
+          "latency_ms", "ttft_ms", "upstream_ms", "prompt_tokens", "completion_tokens", "cost_usd", "retries",
+          "fallbacks", "error"}
+
+
+class Served:
+    def __init__(self, tmp: Path, config: dict[str, Any]):
+        path = tmp / "gateway.yaml"
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.stdout_path, self.stderr_path = tmp / "stdout.log", tmp / "stderr.log"
+        self._out, self._err = open(self.stdout_path, "wb"), open(self.stderr_path, "wb")
+        self.proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", "--config", str(path),
+                                      "--port", str(self.port)], stdout=self._out, stderr=self._err)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"gateway did not start: {self.stderr_path.read_text()}")
+            time.sleep(0.05)
+
+    def stop(self) -> tuple[list[dict[str, Any]], str, str]:
+        """Stop the process (the log is flushed on shutdown); its JSON lines, raw stdout and stderr."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(20)
+        self._out.close()
+        self._err.close()
+        out, err = self.stdout_path.read_text(), self.stderr_path.read_text()
+        return [orjson.loads(line) for line in out.splitlines() if line.strip()], out, err
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Any]:
+    started: list[Served] = []
+
+    def start(config: dict[str, Any]) -> Served:
+        started.append(Served(tmp_path, config))
+        return started[-1]
+
+    yield start
+    for s in started:
+        if s.proc.poll() is None:
+            s.proc.kill()
+            s.proc.wait(10)
+
+
+def config(upstream: FakeUpstream, **overrides: Any) -> dict[str, Any]:
+    cfg: dict[str, Any] = {
+        "auth": {"keys": [{"name": "team-a", "key": GATEWAY_KEY}]},
+        "providers": {"fake": {"base_url": upstream.url, "api_key": PROVIDER_KEY}},
+        "models": {"gpt-4o-mini": {"provider": "fake", "input_per_1m": 0.15, "output_per_1m": 0.60}},
+        "routes": {"support": {"targets": ["gpt-4o-mini"]}},
+    }
+    cfg.update(overrides)
+    return cfg
+
+
+def ask(url: str, key: str, text: str, headers: dict[str, str] | None = None, **body: Any) -> httpx.Response:
+    return httpx.post(url + "/v1/chat/completions", timeout=10,
+                      headers={"authorization": f"Bearer {key}", **(headers or {})},
+                      json={"model": body.pop("model", "support"), "messages": [{"role": "user", "content": text}],
+                            **body})
+
+
+def test_one_json_line_per_request_and_no_secrets(serve, upstream):
+    gw = serve(config(upstream))
+    ok = ask(gw.url, GATEWAY_KEY, PLAN, headers={"x-request-id": "req-plain"})
+    assert ok.status_code == 200
+    assert ask(gw.url, GATEWAY_KEY, PLAN, headers={"x-request-id": "req-stream"}, stream=True).status_code == 200
+    assert ask(gw.url, WRONG_KEY, PLAN, headers={"x-request-id": "req-401"}).status_code == 401
+    assert ask(gw.url, GATEWAY_KEY, PLAN, headers={"x-request-id": "req-404"}, model="nope").status_code == 404
+    upstream.set(error_status=500, error_times=1)
+    assert ask(gw.url, GATEWAY_KEY, PLAN, headers={"x-request-id": "req-500"}).status_code == 500
+    assert upstream.seen[0].headers["authorization"] == f"Bearer {PROVIDER_KEY}"  # the key was really in use
+    lines, out, err = gw.stop()
+
+    by_id = {line["request_id"]: line for line in lines}
+    assert len(lines) == 5 and set(by_id) == {"req-plain", "req-stream", "req-401", "req-404", "req-500"}
+    for line in lines:
+        assert FIELDS <= set(line), FIELDS - set(line)
+    plain, stream = by_id["req-plain"], by_id["req-stream"]
+    assert plain["level"] == "info" and plain["status"] == 200 and plain["error"] is None
+    assert (plain["route"], plain["target"], plain["provider"], plain["model"]) == \
+        ("support", "gpt-4o-mini", "fake", "gpt-4o-mini")
+    assert plain["cache"] == "bypass" and plain["stream"] is False and plain["ttft_ms"] is None
+    assert plain["prompt_tokens"] == 9 and plain["completion_tokens"] == 7    # as the fake upstream counts
+    assert plain["cost_usd"] == pytest.approx((9 * 0.15 + 7 * 0.60) / 1e6)
+    assert plain["key"] == "team-a"
+    assert 0 < plain["upstream_ms"] <= plain["latency_ms"]
+    assert stream["stream"] is True and 0 < stream["ttft_ms"] <= stream["latency_ms"]
+    assert stream["prompt_tokens"] == 9 and stream["completion_tokens"] == 7  # the stripped usage chunk
+    assert by_id["req-401"]["status"] == 401 and by_id["req-401"]["error"] == "invalid_api_key"
+    assert by_id["req-401"]["level"] == "warning"
+    assert by_id["req-404"]["error"] == "model_not_found" and by_id["req-404"]["route"] is None
+    assert by_id["req-500"]["level"] == "error" and by_id["req-500"]["upstream_errors"] == ["fake:http_5xx"]
+
+    for secret in (PROVIDER_KEY, GATEWAY_KEY, WRONG_KEY):
+        assert secret not in out and secret not in err
+    assert "bluebird" not in out and "bluebird" not in err  # no message content by default
+
+
+def test_log_level_and_content_switch(serve, upstream):
+    gw = serve(config(upstream, log={"level": "warning", "content": True}))
+    assert ask(gw.url, GATEWAY_KEY, PLAN, temperature=0).status_code == 200   # info: not written
+    assert ask(gw.url, GATEWAY_KEY, PLAN, model="nope").status_code == 404
+    upstream.set(error_status=503, error_times=1)
+    assert ask(gw.url, GATEWAY_KEY, "second question").status_code == 503
+    lines, out, err = gw.stop()
+    assert [line["status"] for line in lines] == [404, 503]
+    assert [line["level"] for line in lines] == ["warning", "error"]
+    assert lines[0]["messages"] == [{"role": "user", "content": PLAN}]
+    assert lines[1]["messages"] == [{"role": "user", "content": "second question"}]
+    for secret in (PROVIDER_KEY, GATEWAY_KEY):
+        assert secret not in out and secret not in err
+
+
+def test_content_logged_when_asked(serve, upstream):
+    gw = serve(config(upstream, log={"content": True}))
+    assert ask(gw.url, GATEWAY_KEY, PLAN, temperature=0).status_code == 200
+    assert ask(gw.url, GATEWAY_KEY, PLAN, temperature=0, stream=True).status_code == 200  # a hit
+    lines, out, err = gw.stop()
+    assert [line["cache"] for line in lines] == ["miss", "hit-exact"]
+    for line in lines:
+        assert line["messages"] == [{"role": "user", "content": PLAN}]
+        assert line["answer"] == f"Echo: {PLAN}"
+    assert GATEWAY_KEY not in out and PROVIDER_KEY not in out
