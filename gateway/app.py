@@ -20,6 +20,8 @@ from .errors import GatewayError, error_body
 from .metrics import metrics_endpoint
 from .observe import Observer
 from .proxy import Pipeline
+from .explain import admin_explain
+from .reload import CountInFlight, Reloader, admin_reload
 from .runtime import Runtime
 
 log = logging.getLogger("gateway")
@@ -125,15 +127,18 @@ async def on_unexpected(request: Request, exc: Exception) -> Response:
                     media_type="application/json")
 
 
-def create_app(loaded: LoadedConfig) -> Front:
+def create_app(loaded: LoadedConfig) -> CountInFlight:
     @asynccontextmanager
     async def lifespan(app: Starlette):
         app.state.started_at = time.time()
         app.state.observer = Observer(loaded.config, lambda: getattr(app.state, "runtime", None))
         app.state.runtime = await Runtime.start(loaded)
+        app.state.reloader = Reloader(app.state, loaded.path)   # file watch, SIGHUP, /admin/reload
+        app.state.reloader.start()
         try:
             yield
         finally:
+            await app.state.reloader.close()
             await app.state.runtime.close()
             app.state.observer.close()
 
@@ -145,15 +150,18 @@ def create_app(loaded: LoadedConfig) -> Front:
         HTTPRoute("/healthz", healthz, methods=["GET"]),
         HTTPRoute("/readyz", readyz, methods=["GET"]),
         HTTPRoute("/metrics", metrics_endpoint, methods=["GET"]),
+        HTTPRoute("/admin/reload", admin_reload, methods=["POST"]),
+        HTTPRoute("/admin/explain", admin_explain, methods=["POST"]),
     ]
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
         exception_handlers={GatewayError: on_gateway_error, HTTPException: on_http_error, Exception: on_unexpected},
     )
-    return Front(app, {"/v1/chat/completions": chat.handle, "/v1/embeddings": embeddings.handle})
+    # CountInFlight: a runtime replaced by a reload is closed only after its last request.
+    return CountInFlight(Front(app, {"/v1/chat/completions": chat.handle, "/v1/embeddings": embeddings.handle}))
 
 
-def app_from_env() -> Front:
+def app_from_env() -> CountInFlight:
     """Factory for `uvicorn --factory` and for `gateway serve --workers N`."""
     return create_app(load_config(default_config_path()))

@@ -32,6 +32,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     server = loaded.config.server
     # Workers import the app by name and read the config path from the environment.
     os.environ["GATEWAY_CONFIG"] = os.path.abspath(args.config)
+    os.environ["GATEWAY_SERVE"] = "1"  # the app may take SIGHUP (reload): it owns the process
     uvicorn.run(
         "gateway.app:app_from_env",
         factory=True,
@@ -45,6 +46,33 @@ def cmd_serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=30,
     )
     return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    import orjson
+
+    from .explain import explain, offline_runtime, render
+
+    loaded = _load_or_exit(args.config)
+    try:
+        with open(args.request, "rb") as f:
+            payload = orjson.loads(f.read())
+    except (OSError, orjson.JSONDecodeError) as exc:
+        print(f"{args.request}: cannot read a JSON request: {exc}", file=sys.stderr)
+        return 1
+    if not isinstance(payload, dict):
+        print(f"{args.request}: the request must be a JSON object", file=sys.stderr)
+        return 1
+    headers = {}
+    for header in args.header:
+        name, sep, value = header.partition(":")
+        if not sep:
+            print(f"-H {header!r}: write it as 'name: value'", file=sys.stderr)
+            return 1
+        headers[name.strip().lower()] = value.strip()
+    report = explain(offline_runtime(loaded), payload, headers, args.api_key)
+    print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() if args.json else render(report))
+    return 1 if "error" in report else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,6 +90,14 @@ def main(argv: list[str] | None = None) -> int:
     check = sub.add_parser("check-config", help="validate a config file; problems print as PATH:LINE: message")
     check.add_argument("path", nargs="?", default=default_config_path())
     check.set_defaults(func=cmd_check_config)
+
+    explain = sub.add_parser("explain", help="show how a request would be routed and cached, without calling any upstream")
+    explain.add_argument("request", help="a chat completion request body (JSON file)")
+    explain.add_argument("--config", default=default_config_path(), help="config file (default: $GATEWAY_CONFIG or config/gateway.yaml)")
+    explain.add_argument("-H", "--header", action="append", default=[], help="a request header, 'name: value' (repeatable)")
+    explain.add_argument("--api-key", help="the client's key, for the tenant part of the cache key")
+    explain.add_argument("--json", action="store_true", help="print the report as JSON (as POST /admin/explain does)")
+    explain.set_defaults(func=cmd_explain)
 
     args = parser.parse_args(argv)
     return args.func(args)

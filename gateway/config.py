@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class _Strict(BaseModel):
@@ -62,6 +62,7 @@ class ModelConfig(_Strict):
 
 class TargetConfig(_Strict):
     model: str
+    weight: float = Field(1.0, gt=0)   # strategy: weighted
 
 
 class RouteCacheConfig(_Strict):
@@ -76,9 +77,82 @@ class RouteCacheConfig(_Strict):
     cache_n: bool = False             # also store answers of requests with n > 1
 
 
+Strategy = Literal["first", "weighted", "least-busy", "latency", "cost", "cascade"]
+
+# What an upstream attempt can end in, besides an HTTP status: the words `retry.on` and `fallback.on`
+# use (the same words as the request record's `upstream_errors`).
+FAILURE_KINDS = ("timeout", "connect", "invalid", "queue_full", "queue_timeout")
+Condition = Union[int, Literal["timeout", "connect", "invalid", "queue_full", "queue_timeout"]]
+
+
+def _conditions(values: list[Any]) -> list[Any]:
+    for v in values:
+        if isinstance(v, int) and not (v == 429 or 500 <= v <= 599):
+            raise ValueError(f"{v}: only 429 and 5xx statuses are retried or fallen back on "
+                             "(any other 4xx is the client's problem and is passed through)")
+    return values
+
+
+class EscalateWhen(_Strict):
+    """Cascade: when an answer is not good enough and the next target is asked instead."""
+
+    finish_reason: list[str] = ["length"]
+    min_confidence: float | None = Field(None, gt=0, lt=1)  # mean token probability
+    invalid_json: bool = True      # only when the request's response_format asks for JSON
+    empty: bool = True             # no content and no tool calls
+
+
+class RuleWhen(_Strict):
+    """Every condition given must hold (AND); a rule needs at least one."""
+
+    prompt_tokens_over: int | None = Field(None, ge=0)
+    prompt_tokens_under: int | None = Field(None, ge=1)
+    last_message_matches: str | None = None     # a regex, searched in the last user message
+    header: dict[str, str] | None = None        # request header -> exact value
+    metadata: dict[str, Union[str, int, float, bool]] | None = None  # the request's `metadata` object
+    has_tools: bool | None = None
+    model_requested: Union[str, list[str]] | None = None   # the `model` the client sent
+
+    @field_validator("last_message_matches")
+    @classmethod
+    def _regex(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                re.compile(v)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from None
+        return v
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> "RuleWhen":
+        if not self.model_fields_set:
+            raise ValueError("a rule needs at least one condition")
+        return self
+
+
+class RuleConfig(_Strict):
+    when: RuleWhen
+    route: str
+
+
 class RouteConfig(_Strict):
-    targets: list[Union[str, TargetConfig]] = Field(min_length=1)
+    # A route either runs targets (with a strategy), or picks another route: by `rules` (first match
+    # wins) and else `default`. `routes: {gpt-4: smart}` is short for `{default: smart}`, an alias.
+    targets: list[Union[str, TargetConfig]] = []
+    strategy: Strategy = "first"
+    rules: list[RuleConfig] = []
+    default: str | None = None
+    escalate_when: EscalateWhen | None = None        # strategy: cascade
+    max_cost_usd: float | None = Field(None, gt=0)   # strategy: cost; per request
+    over_budget: Literal["reject", "cheapest"] = "reject"  # strategy: cost, when no target fits
+    prefer: Literal["cheapest", "listed"] = "cheapest"     # strategy: cost, among targets that fit
+    estimated_output_tokens: int = Field(256, ge=1)  # strategy: cost, when the request has no max_tokens
     cache: RouteCacheConfig = RouteCacheConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _alias(cls, v: Any) -> Any:
+        return {"default": v} if isinstance(v, str) else v
 
     @field_validator("cache", mode="before")
     @classmethod
@@ -91,6 +165,57 @@ class RouteConfig(_Strict):
 
     def target_models(self) -> list[str]:
         return [t if isinstance(t, str) else t.model for t in self.targets]
+
+    def target_weights(self) -> list[float]:
+        return [1.0 if isinstance(t, str) else t.weight for t in self.targets]
+
+    @property
+    def picks_route(self) -> bool:
+        """A rules or alias route: it names another route instead of running targets."""
+        return bool(self.rules) or self.default is not None
+
+
+class RetryConfig(_Strict):
+    """Tries per target before falling back: `attempts: 1` never retries."""
+
+    attempts: int = Field(1, ge=1, le=10)
+    backoff_s: float = Field(0.2, ge=0)       # the first wait; doubles each retry, plus jitter
+    max_backoff_s: float = Field(5.0, gt=0)   # no wait is longer; a longer Retry-After falls back instead
+    on: list[Condition] = [429, 500, 502, 503, 504, "timeout", "connect"]
+
+    @field_validator("on")
+    @classmethod
+    def _on(cls, v: list[Any]) -> list[Any]:
+        return _conditions(v)
+
+
+class FallbackConfig(_Strict):
+    on: list[Condition] = [429, 500, 502, 503, 504, *FAILURE_KINDS]
+
+    @field_validator("on")
+    @classmethod
+    def _on(cls, v: list[Any]) -> list[Any]:
+        return _conditions(v)
+
+
+class HealthConfig(_Strict):
+    """Circuit breaker per target."""
+
+    enabled: bool = True
+    failures_to_open: int = Field(5, ge=1)   # failures in a row (each within window_s of the last)
+    window_s: float = Field(30.0, gt=0)
+    cooldown_s: float = Field(15.0, gt=0)    # open this long, then one trial request
+
+
+class AdminConfig(_Strict):
+    key: str | None = None          # bearer key for /admin/*; unset: the admin endpoints are off
+    watch: bool = True              # reload when the config file changes
+    watch_interval_s: float = Field(1.0, gt=0)
+
+    @field_validator("key")
+    @classmethod
+    def _empty_is_none(cls, v: str | None) -> str | None:
+        return v or None
 
 
 class AuthKey(_Strict):
@@ -194,6 +319,10 @@ class GatewayConfig(_Strict):
     models: dict[str, ModelConfig] = {}
     routes: dict[str, RouteConfig] = {}
     cache: CacheConfig = CacheConfig()
+    retry: RetryConfig = RetryConfig()
+    fallback: FallbackConfig = FallbackConfig()
+    health: HealthConfig = HealthConfig()
+    admin: AdminConfig = AdminConfig()
     metrics: MetricsConfig = MetricsConfig()
     log: LogConfig = LogConfig()
 
@@ -355,6 +484,96 @@ def _cross_check(cfg: GatewayConfig, reader: _Reader) -> None:
                     f"route '{name}' names model '{target}', which is not under models:"
                     + (f" (did you mean '{hint[0]}'?)" if hint else ""),
                 )
+        _check_route(cfg, name, route, reader)
+    _check_route_cycles(cfg, reader)
+
+
+# Route settings that only mean something with one strategy: set with another, they are a mistake.
+_STRATEGY_ONLY = {"escalate_when": "cascade", "max_cost_usd": "cost", "over_budget": "cost",
+                  "prefer": "cost", "estimated_output_tokens": "cost"}
+
+
+def _check_route(cfg: GatewayConfig, name: str, route: RouteConfig, reader: _Reader) -> None:
+    at = ("routes", name)
+    given = route.model_fields_set
+    if route.picks_route:
+        for key in ("targets", "strategy", "cache", *_STRATEGY_ONLY):
+            if key in given:
+                reader.problem(reader.line_of(at + (key,)),
+                               f"route '{name}' picks another route (rules/default), so '{key}' belongs on "
+                               "the route it picks")
+        if route.rules and route.default is None:
+            reader.problem(reader.line_of(at + ("rules",)),
+                           f"route '{name}' has rules but no default: say which route takes what no rule matches")
+        names = [(("rules", i, "route"), rule.route) for i, rule in enumerate(route.rules)]
+        if route.default is not None:
+            names.append((("default",), route.default))
+        for where, picked in names:
+            if picked not in cfg.routes and picked not in cfg.models:
+                hint = difflib.get_close_matches(picked, [*cfg.routes, *cfg.models], n=1)
+                reader.problem(reader.line_of(at + where),
+                               f"route '{name}' picks route '{picked}', which is neither under routes: nor models:"
+                               + (f" (did you mean '{hint[0]}'?)" if hint else ""))
+        return
+    if not route.targets:
+        reader.problem(reader.line_of(at + ("targets",)),
+                       f"routes.{name}.targets: a route needs at least one target (or rules and a default)")
+        return
+    for key, strategy in _STRATEGY_ONLY.items():
+        if key in given and route.strategy != strategy:
+            reader.problem(reader.line_of(at + (key,)),
+                           f"route '{name}': '{key}' only applies to strategy: {strategy} (the route's is {route.strategy})")
+    for i, target in enumerate(route.targets):
+        if isinstance(target, TargetConfig) and "weight" in target.model_fields_set and route.strategy != "weighted":
+            reader.problem(reader.line_of(at + ("targets", i, "weight")),
+                           f"route '{name}': 'weight' only applies to strategy: weighted (the route's is {route.strategy})")
+    models = route.target_models()
+    if len(set(models)) != len(models):
+        reader.problem(reader.line_of(at + ("targets",)), f"route '{name}' names a target twice")
+    if route.strategy == "cascade" and len(models) < 2:
+        reader.problem(reader.line_of(at + ("targets",)),
+                       f"route '{name}': a cascade needs at least two targets, cheapest first")
+    if route.strategy == "cost":
+        for i, model in enumerate(models):
+            priced = cfg.models.get(model)
+            if priced is not None and priced.input_per_1m is None and priced.output_per_1m is None:
+                reader.problem(reader.line_of(at + ("targets", i)),
+                               f"route '{name}' uses strategy: cost, but model '{model}' has no prices "
+                               "(input_per_1m, output_per_1m)")
+
+
+def _check_route_cycles(cfg: GatewayConfig, reader: _Reader) -> None:
+    """Rules and defaults form a graph of routes; a cycle would never reach a target."""
+    def picks(name: str) -> list[str]:
+        route = cfg.routes.get(name)
+        if route is None or not route.picks_route:
+            return []
+        out = [rule.route for rule in route.rules]
+        return out + ([route.default] if route.default is not None else [])
+
+    reported: set[str] = set()
+    for start in cfg.routes:
+        path, seen = [start], {start}
+        stack = [(start, iter(picks(start)))]
+        while stack:
+            _, children = stack[-1]
+            child = next(children, None)
+            if child is None:
+                stack.pop()
+                path.pop()
+                continue
+            if child in path:
+                cycle = path[path.index(child):] + [child]
+                if child not in reported and child == start:
+                    reported.update(cycle)
+                    reader.problem(reader.line_of(("routes", start)),
+                                   "routes pick each other in a cycle: " + " -> ".join(cycle))
+                continue
+            if child in seen:
+                continue
+            seen.add(child)
+            path.append(child)
+            stack.append((child, iter(picks(child))))
 
 
 def parse_config(text: str, path: str = "<config>") -> GatewayConfig:

@@ -121,7 +121,7 @@ class Pipeline:
         payload = parse_json_object(await read_body(request, headers, runtime.max_body_bytes))
         self.check(payload)
         record.messages = payload.get("messages", payload.get("input"))  # logged only with log.content
-        route = runtime.resolve(payload["model"])
+        route = runtime.resolve(payload["model"], payload, headers)  # rules first: the cache key names the route
         record.route = route.name
         upstream_headers = {"x-request-id": record.request_id}
         for name in TRACE_HEADERS:

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Mapping
 
 from .cache import Cache
 from .config import GatewayConfig, LoadedConfig, ModelConfig, RouteCacheConfig
-from .errors import GatewayError, model_not_found
+from .errors import GatewayError
 from .upstream.client import Provider
+
+if TYPE_CHECKING:
+    from .routing.health import Health
+    from .routing.policy import Policy
+    from .routing.rules import Picker, Step
 
 
 @dataclass(frozen=True)
@@ -26,6 +32,8 @@ class Route:
     name: str
     targets: tuple[Target, ...]
     cache: RouteCacheConfig = field(default_factory=RouteCacheConfig)
+    policy: "Policy | None" = None    # how targets are ordered, retried, fallen back on
+    picker: "Picker | None" = None    # rules/alias routes: which route runs instead (no targets)
 
     @property
     def target_models(self) -> list[str]:
@@ -40,10 +48,13 @@ class Runtime:
         self.cache = cache
         self.max_body_bytes = self.config.server.max_body_bytes
         self.targets = _targets(self.config, providers)
-        # A plain model name is its own route; a route of the same name takes precedence.
-        self.routes: dict[str, Route] = {name: Route(name, (t,)) for name, t in self.targets.items()}
-        for name, route in self.config.routes.items():
-            self.routes[name] = Route(name, tuple(self.targets[m] for m in route.target_models()), route.cache)
+        # Imported here: routing reaches upstream.call, which imports this module for Target.
+        from .routing.table import RouteTable
+
+        self.table = RouteTable(self.config, self.targets)
+        self.routes: dict[str, Route] = self.table.routes
+        self.health: Health = self.table.health   # circuit per target; `health.snapshot()` for metrics
+        self.in_flight = 0   # requests that may use this runtime (counted by reload.CountInFlight)
         self._keys = {_digest(k.key): k.name for k in self.config.auth.keys}
 
     @classmethod
@@ -59,13 +70,26 @@ class Runtime:
             else:
                 providers[name] = Provider(name, cfg)
                 providers[name].open()
-        if previous is not None and previous.config.cache == loaded.config.cache \
-                and previous.config.models == loaded.config.models \
-                and previous.config.providers == loaded.config.providers:
-            cache = previous.cache
-        else:
-            cache = await Cache.open(loaded.config.cache, _targets(loaded.config, providers))
-        return cls(loaded, providers, cache)
+        try:
+            if previous is not None and previous.config.cache == loaded.config.cache \
+                    and previous.config.models == loaded.config.models \
+                    and previous.config.providers == loaded.config.providers:
+                cache = previous.cache
+            else:
+                cache = await Cache.open(loaded.config.cache, _targets(loaded.config, providers))
+            runtime = cls(loaded, providers, cache)
+        except BaseException:
+            for name, provider in providers.items():  # a failed reload leaves no pool open behind it
+                if previous is None or previous.providers.get(name) is not provider:
+                    await provider.close()
+            raise
+        if previous is not None:
+            # Circuits and latencies of targets whose model and provider did not change carry over.
+            runtime.table.adopt(previous.table, [
+                name for name, target in runtime.targets.items()
+                if name in previous.targets and previous.targets[name].provider is target.provider
+                and previous.targets[name].pricing == target.pricing])
+        return runtime
 
     async def close(self) -> None:
         for provider in self.providers.values():
@@ -80,11 +104,11 @@ class Runtime:
         if successor.cache is not self.cache:
             await self.cache.close()
 
-    def resolve(self, model: str) -> Route:
-        route = self.routes.get(model)
-        if route is None:
-            raise model_not_found(model)
-        return route
+    def resolve(self, model: str, payload: dict[str, Any] | None = None,
+                headers: Mapping[str, str] | None = None, trace: "list[Step] | None" = None) -> Route:
+        """The route that runs a request for `model`: rules applied (they may read the payload and
+        headers), and a cost route's budget lowered by `x-gateway-max-cost-usd`."""
+        return self.table.resolve(model, payload, headers, trace)
 
     @property
     def auth_required(self) -> bool:

@@ -1,0 +1,211 @@
+"""Hot reload: a new config file takes over new requests; requests in flight finish on the old one.
+
+Triggers: the file changing (polled), SIGHUP (under `gateway serve`), `POST /admin/reload`.
+A file that does not load is refused with its `PATH:LINE: message` problems and the running
+config stays. A replaced runtime is retired (pools and cache the new one did not keep are closed)
+once every request that may be using it is done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from .config import ConfigError, load_config
+from .errors import GatewayError
+from .runtime import Runtime
+
+log = logging.getLogger("gateway.reload")
+
+# Set by `gateway serve`: only a process that owns its main thread and signals takes SIGHUP.
+SERVE_ENV = "GATEWAY_SERVE"
+
+
+class CountInFlight:
+    """ASGI wrapper: counts the requests each runtime may be serving.
+
+    A request is counted on the runtime current when it arrives; the pipeline reads the runtime a
+    moment later, so it may use that one or a newer one, never an older one. Runtimes are
+    therefore retired oldest first, each after its own count is zero: by then every request that
+    could be using it is done.
+    """
+
+    def __init__(self, app: Any):
+        self.app = app
+        self.state = app.state
+
+    def __getattr__(self, name: str) -> Any:  # app.state, app.router... of the wrapped app
+        return getattr(self.app, name)
+
+    async def __call__(self, scope, receive, send) -> None:
+        runtime = getattr(self.state, "runtime", None) if scope["type"] == "http" else None
+        if runtime is None:
+            return await self.app(scope, receive, send)
+        runtime.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            runtime.in_flight -= 1
+
+
+@dataclass
+class Outcome:
+    ok: bool
+    changed: bool = False
+    problems: list[str] = field(default_factory=list)
+
+
+class Reloader:
+    """Owns the swap of `state.runtime`; one reload at a time."""
+
+    def __init__(self, state: Any, path: str):
+        self.state = state            # the app's state: runtime, observer
+        self.path = path
+        self._lock = asyncio.Lock()
+        self._seen = state.runtime.loaded.text   # the file's text the watcher last acted on
+        self._watcher: asyncio.Task[None] | None = None
+        self._retiring: dict[asyncio.Task[None], tuple[Runtime, Runtime]] = {}
+        self._last_retire: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._sighup = False
+
+    def start(self) -> None:
+        self._watcher = asyncio.create_task(self._watch(), name="gateway-config-watch")
+        if os.environ.get(SERVE_ENV) == "1" and threading.current_thread() is threading.main_thread():
+            try:
+                asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._on_sighup)
+                self._sighup = True
+            except (NotImplementedError, RuntimeError, ValueError):  # no signals here (e.g. Windows)
+                pass
+
+    async def close(self) -> None:
+        """At shutdown: stop watching, and close what replaced runtimes still hold."""
+        if self._sighup:
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+        for task in [self._watcher, *self._tasks]:
+            if task is not None:
+                task.cancel()
+        retiring, self._retiring = self._retiring, {}
+        for task, (old, new) in retiring.items():
+            task.cancel()
+            await old.retire(new)
+
+    def _on_sighup(self) -> None:
+        task = asyncio.create_task(self.reload("SIGHUP"))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def reload(self, trigger: str) -> Outcome:
+        async with self._lock:
+            outcome = await self._reload(trigger)
+        self.state.observer.config_reloaded("success" if outcome.ok else "failure")
+        return outcome
+
+    async def _reload(self, trigger: str) -> Outcome:
+        current: Runtime = self.state.runtime
+        try:
+            loaded = load_config(self.path)
+        except ConfigError as exc:
+            log.error("config reload (%s) refused; the running config stays:\n%s", trigger, "\n".join(exc.problems))
+            return Outcome(False, problems=exc.problems)
+        self._seen = loaded.text
+        if loaded.text == current.loaded.text:
+            log.info("config reload (%s): %s is unchanged", trigger, self.path)
+            return Outcome(True)
+        try:
+            runtime = await Runtime.start(loaded, current)
+        except Exception as exc:  # e.g. a new cache backend that cannot open
+            problem = f"{self.path}:1: the new config could not start: {exc}"
+            log.error("config reload (%s) refused; the running config stays:\n%s", trigger, problem)
+            return Outcome(False, problems=[problem])
+        if loaded.config.server != current.config.server:
+            log.warning("config reload (%s): changes under server: take effect on the next restart", trigger)
+        self.state.runtime = runtime
+        task = asyncio.create_task(self._retire(current, runtime, self._last_retire), name="gateway-retire")
+        self._retiring[task] = (current, runtime)
+        self._last_retire = task
+        task.add_done_callback(lambda t: self._retiring.pop(t, None))
+        kept = sorted(name for name, p in runtime.providers.items() if current.providers.get(name) is p)
+        log.info("config reloaded (%s) from %s; providers kept with their pools: %s", trigger, self.path,
+                 ", ".join(kept) or "none")
+        return Outcome(True, changed=True)
+
+    async def _retire(self, old: Runtime, new: Runtime, before: asyncio.Task[None] | None) -> None:
+        if before is not None:
+            await asyncio.wait([before])   # older runtimes first (see CountInFlight)
+        # Requests end by themselves: a stream at the latest when its provider's timeout_s is up.
+        limit = max((p.config.timeout_s for p in old.providers.values()), default=60.0) + 5.0
+        deadline = time.monotonic() + limit
+        while old.in_flight > 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if old.in_flight > 0:
+            log.warning("retiring the previous config with %d requests still running", old.in_flight)
+        try:
+            await old.retire(new)
+        except Exception:
+            log.exception("closing what the previous config held failed")
+
+    async def _watch(self) -> None:
+        path = Path(self.path)
+        while True:
+            admin = self.state.runtime.config.admin
+            await asyncio.sleep(admin.watch_interval_s)
+            if not admin.watch:
+                continue
+            text = _read(path)
+            if text is None or text == self._seen:
+                continue
+            # Editors write in steps: act once the file has held still for a moment.
+            await asyncio.sleep(min(0.1, admin.watch_interval_s))
+            again = _read(path)
+            if again != text:
+                continue
+            self._seen = text
+            if text != self.state.runtime.loaded.text:
+                await self.reload("file change")
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError:
+        return None  # mid-rename, or gone for now: nothing to act on
+
+
+# ---- the admin endpoints ------------------------------------------------------------------------
+
+def require_admin(request: Request) -> None:
+    """The admin key from the config, as a bearer token; without one configured, admin is off."""
+    key = request.app.state.runtime.config.admin.key
+    if key is None:
+        raise GatewayError(403, "The admin endpoints are off: set admin.key in the config to use them.",
+                           "invalid_request_error", "admin_disabled")
+    authorization = request.headers.get("authorization") or ""
+    token = authorization[7:].strip() if authorization[:7].lower() == "bearer " else ""
+    if not token or not hmac.compare_digest(token.encode(), key.encode()):
+        raise GatewayError(401, "The admin endpoints need the admin key as a bearer token.",
+                           "invalid_request_error", "invalid_api_key")
+
+
+async def admin_reload(request: Request) -> Response:
+    require_admin(request)
+    outcome = await request.app.state.reloader.reload("POST /admin/reload")
+    if outcome.ok:
+        body: dict[str, Any] = {"status": "reloaded" if outcome.changed else "unchanged", "config": str(request.app.state.reloader.path)}
+        return Response(orjson.dumps(body), 200, media_type="application/json")
+    body = {"error": {"message": "The new config was refused; the running config stays.\n" + "\n".join(outcome.problems),
+                      "type": "invalid_request_error", "param": None, "code": "invalid_config"},
+            "problems": outcome.problems}
+    return Response(orjson.dumps(body), 422, media_type="application/json")

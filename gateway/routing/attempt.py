@@ -1,0 +1,67 @@
+"""One target, tried once or retried: what each attempt tells the circuit breaker and the record."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from ..record import RequestRecord
+from ..upstream.call import Answer, TargetFailed, UpstreamStatus, call_target
+
+if TYPE_CHECKING:
+    from ..runtime import Target
+    from .policy import Policy
+
+# Failures that say the target is unwell (they count towards opening its circuit). The gateway's
+# own queue being full says nothing about the target, and a 4xx is about the request.
+UNWELL_KINDS = frozenset({"timeout", "connect", "invalid"})
+
+
+async def attempt(policy: "Policy", target: "Target", payload: dict[str, Any], path: str, stream: bool,
+                  headers: dict[str, str], record: RequestRecord) -> Answer:
+    """Call the target, with the retries the config allows; raise the last failure."""
+    retry = policy.retry
+    if retry is None:
+        return await call_once(policy, target, payload, path, stream, headers, record)
+    name = target.model
+    return await retry.call(lambda: call_once(policy, target, payload, path, stream, headers, record),
+                            lambda: policy.health.closed(name), record)
+
+
+async def call_once(policy: "Policy", target: "Target", payload: dict[str, Any], path: str, stream: bool,
+                    headers: dict[str, str], record: RequestRecord) -> Answer:
+    health, name = policy.health, target.model
+    started = time.perf_counter()
+    try:
+        answer = await call_target(target, payload, path, stream, headers, record)
+    except UpstreamStatus as exc:
+        record.error_kind = f"upstream_{exc.status}"
+        record.upstream_errors.append((target.provider.name, _status_kind(exc.status)))
+        if exc.status == 429 or exc.status >= 500:
+            health.failure(name)
+        else:
+            health.success(name)  # the target answered; the request was wrong
+        raise
+    except TargetFailed as exc:
+        record.error_kind = exc.kind
+        record.upstream_errors.append((target.provider.name, exc.kind))
+        if exc.kind in UNWELL_KINDS:
+            health.failure(name)
+            if exc.kind == "timeout":
+                policy.latency.observe(name, time.perf_counter() - started)
+        else:
+            health.release(name)
+        raise
+    except BaseException:
+        health.release(name)  # cancelled (the client left): no verdict on the target
+        raise
+    health.success(name)
+    # A stream is returned once its headers are in: this is the time to first byte.
+    policy.latency.observe(name, time.perf_counter() - started)
+    return answer
+
+
+def _status_kind(status: int) -> str:
+    if status == 429:
+        return "http_429"
+    return "http_5xx" if status >= 500 else "http_4xx"

@@ -1,0 +1,48 @@
+"""Cascade: ask the cheapest target first, check the answer, and escalate to the next when it fails.
+
+Every target is called without streaming (an answer has to be whole to be checked); a streaming
+client gets the accepted answer replayed as SSE by the pipeline. Cascade trades time to first
+token for cost.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from ..pricing import cost_usd
+from ..record import RequestRecord
+from ..upstream.call import JsonAnswer
+from .checks import problem, strip_logprobs, wants_json
+from .fallback import first_answer
+
+if TYPE_CHECKING:
+    from ..runtime import Route, Target
+
+# Streaming fields: OpenAI refuses `stream_options` without `stream`.
+STREAM_FIELDS = ("stream", "stream_options")
+
+
+async def cascade(route: "Route", targets: "list[Target] | tuple[Target, ...]", payload: dict[str, Any], path: str,
+                  headers: dict[str, str], record: RequestRecord) -> JsonAnswer:
+    escalate = route.policy.escalate
+    body = {k: v for k, v in payload.items() if k not in STREAM_FIELDS}
+    added_logprobs = escalate.min_confidence is not None and not payload.get("logprobs")
+    if added_logprobs:
+        body["logprobs"] = True
+    json_wanted = wants_json(payload)
+
+    def check(answer: JsonAnswer) -> str | None:
+        why = problem(escalate, json_wanted, answer.data)
+        if why is not None:  # paid for and thrown away: worth a figure of its own
+            spent = cost_usd(answer.target.pricing, answer.data.get("usage") if isinstance(answer.data.get("usage"), dict) else None)
+            record.extra["escalation_cost_usd"] = record.extra.get("escalation_cost_usd", 0.0) + spent
+        return why
+
+    answer = await first_answer(route, targets, body, path, False, headers, record, check)
+    assert isinstance(answer, JsonAnswer)
+    if added_logprobs:
+        strip_logprobs(answer.data)
+        answer.raw = orjson.dumps(answer.data)
+    return answer

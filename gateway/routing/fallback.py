@@ -1,0 +1,78 @@
+"""Targets in order: skip open circuits, fall back on the listed failures, pass the rest through."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+from ..errors import GatewayError
+from ..record import RequestRecord
+from ..upstream.call import Answer, JsonAnswer, TargetFailed, UpstreamStatus
+from .attempt import attempt
+
+if TYPE_CHECKING:
+    from ..runtime import Route, Target
+
+# Cascade: why an answer is not accepted, or None to accept it.
+Check = Callable[[JsonAnswer], "str | None"]
+
+
+async def first_answer(route: "Route", targets: Sequence["Target"], payload: dict[str, Any], path: str,
+                       stream: bool, headers: dict[str, str], record: RequestRecord,
+                       check: Check | None = None) -> Answer:
+    """The first acceptable answer from `targets`, tried in order.
+
+    Nothing has been sent to the client yet, so moving on to the next target is always safe.
+    Each move past a target is counted in `record.fallbacks` with its reason (the status, the
+    failure kind, or `circuit_open`) when another target is then tried. With `check` (cascade),
+    a rejected answer moves on too, as an escalation; the last target's answer is always accepted,
+    and if every later target fails the best rejected answer is returned rather than an error.
+    """
+    policy = route.policy
+    health = policy.health
+    last_error: GatewayError | None = None
+    pending: list[str] | None = None   # reasons for targets moved past, not yet counted
+    held: JsonAnswer | None = None     # cascade: a rejected answer, in case nothing better comes
+    final = targets[-1]
+    for target in targets:
+        if not health.allow(target.model):
+            pending = (pending or []) + ["circuit_open"]
+            continue
+        if pending:
+            record.fallbacks.extend(pending)
+            pending = None
+        record.model, record.provider = target.model, target.provider.name
+        try:
+            answer = await attempt(policy, target, payload, path, stream, headers, record)
+        except UpstreamStatus as exc:
+            if exc.status not in policy.fallback_on:
+                raise  # 4xx other than 429 (and whatever the config does not fall back on)
+            last_error, reason = exc, str(exc.status)
+        except TargetFailed as exc:
+            if exc.kind not in policy.fallback_on:
+                raise exc.error from None
+            last_error, reason = exc.error, exc.kind
+        else:
+            if check is None or target is final:
+                return answer
+            assert isinstance(answer, JsonAnswer)  # a cascade never streams from upstream
+            problem = check(answer)
+            if problem is None:
+                return answer
+            held = answer
+            record.extra["escalations"] = record.extra.get("escalations", 0) + 1
+            record.extra.setdefault("escalation_reasons", []).append(f"{target.model}:{problem}")
+            continue
+        pending = (pending or []) + [reason]
+    if held is not None:
+        return held
+    if last_error is None:
+        names = [t.model for t in targets]
+        raise all_open(route.name, health.retry_after_s(names))
+    raise last_error
+
+
+def all_open(route: str, retry_after_s: int) -> GatewayError:
+    return GatewayError(
+        503, f"Every target of route '{route}' is failing and paused (circuit open); retry after {retry_after_s}s.",
+        "api_error", "targets_unavailable", None, {"retry-after": str(retry_after_s)},
+    )
