@@ -216,7 +216,7 @@ async def lookup(args) -> dict:
         end = time.monotonic() + args.duration
 
         # Every lookup is a text never asked before (else the exact layer would answer it).
-        asks = [(q, w) for q in qs for w in (1, 2, 3)]
+        asks = [(q, w) for q in qs for w in range(1, Q.WORDINGS)]
         rng.shuffle(asks)
         asks = iter(asks[: args.max_requests])
 
@@ -224,10 +224,14 @@ async def lookup(args) -> dict:
             for q, w in asks:
                 if time.monotonic() > end:
                     return
-                await ask(sess, args.url, hdrs, Q.text(q[0], q[1], w), args.model, tally, q, idx)
+                layer = await ask(sess, args.url, hdrs, Q.text(q[0], q[1], w), args.model, tally, q, idx)
+                by_wording[f"{'rephrased' if w <= 3 else 'retyped'}/{layer}"] += 1
 
+        by_wording: Counter = Counter()
         await asyncio.gather(*(worker() for _ in range(args.concurrency)))
-        return summary(tally, time.perf_counter() - t0, True)
+        out = summary(tally, time.perf_counter() - t0, True)
+        out["by_wording"] = dict(by_wording)
+        return out
 
 
 async def mix(args) -> dict:
@@ -242,7 +246,7 @@ async def mix(args) -> dict:
         if r < args.new:
             q, wording, kind = next(fresh), 0, "new"
         elif r < args.new + args.paraphrase:
-            q, wording, kind = pool[rank], rng.randint(1, 3), "paraphrase"
+            q, wording, kind = pool[rank], rng.randint(1, Q.WORDINGS - 1), "paraphrase"
         else:
             q, wording, kind = pool[rank], 0, "repeat"
         plan.append((q, wording, kind))

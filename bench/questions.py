@@ -1,6 +1,7 @@
 """Support questions for the cache scenarios: intents x products, each with paraphrases.
 
-A question is (intent, product); wording 0 is the canonical text, 1.. are paraphrases of it. Every
+A question is (intent, product); wording 0 is the canonical text, 1-3 rephrase it, 4-5 keep its
+words but type them differently (a greeting around it; lower case without the question mark). Every
 text maps back to its question, so a semantic hit can be checked: the fake upstream echoes the text
 it was asked, and a hit that echoes another question is a wrong hit.
 """
@@ -61,8 +62,16 @@ _NOUN = ["router", "blender", "headphones", "smartwatch", "vacuum", "thermostat"
 PRODUCTS = [f"{a} {n}" for a in _ADJ for n in _NOUN]  # 500
 
 
+WORDINGS = 6  # 0 canonical, 1-3 rephrased, 4-5 the same words typed differently
+
+
 def text(intent: int, product: int, wording: int = 0) -> str:
-    return INTENTS[intent][wording].format(p=PRODUCTS[product])
+    if wording < len(INTENTS[intent]):
+        return INTENTS[intent][wording].format(p=PRODUCTS[product])
+    canonical = INTENTS[intent][0].format(p=PRODUCTS[product])
+    if wording == 4:  # a greeting and thanks around it
+        return f"Hi, {canonical[0].lower()}{canonical[1:]} Thanks!"
+    return canonical.lower().rstrip("?.")  # typed in a hurry: lower case, no question mark
 
 
 def all_questions() -> list[tuple[int, int]]:
@@ -75,7 +84,7 @@ def all_questions() -> list[tuple[int, int]]:
 def index() -> dict[str, tuple[int, int]]:
     """Every wording's text -> its question."""
     return {text(i, p, w): (i, p) for i in range(len(INTENTS)) for p in range(len(PRODUCTS))
-            for w in range(len(INTENTS[i]))}
+            for w in range(WORDINGS)}
 
 
 def zipf_ranks(n: int, s: float, rng: random.Random, count: int) -> list[int]:

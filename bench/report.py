@@ -151,11 +151,14 @@ def markdown(results: dict) -> str:
                      f"{f(r['p50'] - up['p50'] if up else None)} |")
         if scen == "exact-32":
             L.append("")
-            L.append(f"Gateway cache check before the load (x-gateway-cache of two identical requests): "
-                     f"{(results.get('exact_check') or {}).get('gateway')}. The upstream alone and the bare "
-                     "pass-through have no cache; their rows are the same requests passed through. LiteLLM runs "
-                     "with its in-memory cache (`cache_params: {type: local}`), Portkey with "
-                     "`x-portkey-config: {\"cache\": {\"mode\": \"simple\"}}`.")
+            checks = results.get("exact_check") or {}
+            L.append("Cache check before the load (two identical requests; per worker for --workers 2): "
+                     + "; ".join(f"{label_of(results, t)}: {', '.join(map(str, v))}" for t, v in checks.items())
+                     + ". The upstream alone and the bare pass-through have no cache; their rows are the same "
+                     "requests passed through. LiteLLM runs with its in-memory cache (`cache: true, "
+                     "cache_params: {type: local}`); Portkey gets `x-portkey-config: {\"cache\": {\"mode\": "
+                     "\"simple\"}}`, which its open-source build answers with `x-portkey-cache-status: DISABLED` "
+                     "(the cache is a feature of its hosted version), so its row is pass-through.")
         L.append("")
     st = stream_by(results)
     if st or any(k.endswith("/streams") for k in results["skipped"]):
@@ -230,13 +233,23 @@ def semantic_md(sem: dict) -> list[str]:
     L = ["## 5. semantic-cache lookups", "",
          f"Filled with {fill['requests']:,} distinct support questions through the `faq` route "
          f"(layers {fill['layers']}, errors {fill['errors'] or 0}, {fill['wall_s']:.0f}s, "
-         f"{fill['requests'] / max(fill['wall_s'], 1e-9):.0f} req/s at 16 in flight). Then paraphrases of stored "
+         f"{fill['requests'] / max(fill['wall_s'], 1e-9):.0f} req/s at {fill.get('concurrency', '?')} in flight). Then paraphrases of stored "
          f"questions, one at a time, for {lk['wall_s']:.0f}s:", "",
          "| answered by | requests | P50 ms | P95 ms | P99 ms |", "|---|---:|---:|---:|---:|"]
     for layer, d in sorted(lk["latency_ms"].items()):
         L.append(f"| {layer} | {d['n']} | {f(d['p50'])} | {f(d['p95'])} | {f(d['p99'])} |")
     L += ["", f"Semantic hits checked against the question they answered: {lk['semantic_checked']} checked, "
-          f"{lk['semantic_wrong']} wrong (served another question's answer). Errors: {lk['errors'] or 0}.", ""]
+          f"{lk['semantic_wrong']} wrong (served another question's answer). Errors: {lk['errors'] or 0}. "
+          f"By wording (rephrased: other words; retyped: same words, greeting or lower case): "
+          f"{lk.get('by_wording')}.", ""]
+    probe = sem.get("embedder_alone")
+    if probe:
+        L += [f"The embedder alone (all-MiniLM-L6-v2, sentence-transformers, torch {probe['torch']} on CPU, "
+              f"{probe['torch_threads']} threads, outside the gateway): one question P50 "
+              f"**{probe['single_ms']['p50']:.1f} ms** (P95 {probe['single_ms']['p95']:.1f}, min "
+              f"{probe['single_ms']['min']:.1f}); a batch of 16 {probe['batch16_ms']:.1f} ms.", ""]
+    if fill.get("metrics"):
+        L += ["Gateway metrics after the fill: " + ", ".join(f"`{k}` {v:g}" for k, v in fill["metrics"].items()), ""]
     if sem.get("metrics"):
         L += ["Gateway metrics after the run: " + ", ".join(f"`{k}` {v:g}" for k, v in sem["metrics"].items()), ""]
     return L

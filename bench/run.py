@@ -246,7 +246,7 @@ class Bench:
         try:
             for s in scenarios:
                 kind, conns, cacheable = WRK_SCENARIOS[s]
-                if cacheable and target.name.startswith("gateway"):
+                if cacheable:
                     self.check_exact_hit(target)
                 try:
                     self.measure(s, target, kind, conns, cacheable)
@@ -260,18 +260,28 @@ class Bench:
         finally:
             target.stop()
 
-    def check_exact_hit(self, gw: Gateway) -> None:
+    def check_exact_hit(self, target) -> None:
+        """Ask twice (per worker) and record what each target says about its cache."""
         import urllib.request
-        body = json.dumps(body_for(gw.model("instant"), True)).encode()
+        body = json.dumps(body_for(target.model("instant"), True)).encode()
+        headers = {"content-type": "application/json"}
+        headers.update(h.split(": ", 1) for h in target.headers("instant"))
         seen = []
-        for _ in range(2 * gw.workers):  # each worker has its own memory cache
-            req = urllib.request.Request(gw.url("instant"), body, {"content-type": "application/json"})
-            with urllib.request.urlopen(req, timeout=10) as r:
+        for _ in range(2 * getattr(target, "workers", 1)):  # each worker has its own memory cache
+            req = urllib.request.Request(target.url("instant"), body, headers)
+            with urllib.request.urlopen(req, timeout=30) as r:
                 r.read()
-                seen.append(r.headers.get("x-gateway-cache"))
-        self.results.setdefault("exact_check", {})[gw.name] = seen
-        if "hit-exact" not in seen:
-            self.results["errors"].append(f"{gw.name}: the exact scenario's request was not a hit "
+                if target.name.startswith("gateway"):
+                    seen.append(r.headers.get("x-gateway-cache"))
+                elif target.name == "litellm":  # it names the cache key on hits only
+                    seen.append("hit" if r.headers.get("x-litellm-cache-key") else "miss")
+                elif target.name == "portkey":
+                    seen.append(f"x-portkey-cache-status: {r.headers.get('x-portkey-cache-status')}")
+                else:
+                    seen.append("no cache")
+        self.results.setdefault("exact_check", {})[target.name] = seen
+        if target.name.startswith("gateway") and "hit-exact" not in seen:
+            self.results["errors"].append(f"{target.name}: the exact scenario's request was not a hit "
                                           f"(x-gateway-cache: {seen}); the numbers are not cache hits")
 
     def fail(self, what: str, exc: Exception) -> None:
@@ -321,8 +331,11 @@ class Bench:
             base = [venv_python(), str(BENCH / "client.py")]
             t0 = time.monotonic()
             fill = run_json(base + ["fill", "--url", gw.url("instant"), "--model", "faq", "--n", str(a.entries),
-                                    "--concurrency", "16", "--timeout", str(a.fill_timeout)], a.fill_timeout + 90)
+                                    "--concurrency", str(a.fill_concurrency), "--timeout", str(a.fill_timeout)],
+                            a.fill_timeout + 90)
             fill["rss_mb"] = gw.rss_mb()
+            fill["concurrency"] = a.fill_concurrency
+            fill["metrics"] = report.cache_metrics(gw.metrics())
             log(f"  semantic fill: {fill['requests']} asked in {time.monotonic() - t0:.0f}s, layers {fill['layers']}, "
                 f"errors {fill['errors']}")
             lookup = run_json(base + ["lookup", "--url", gw.url("instant"), "--model", "faq",
@@ -333,6 +346,14 @@ class Bench:
                 f"p99 {fmt(lat.get('p99'))} ms, wrong {lookup['semantic_wrong']}/{lookup['semantic_checked']}")
             self.results["semantic"] = {"entries": a.entries, "fill": fill, "lookup": lookup,
                                         "metrics": report.cache_metrics(gw.metrics())}
+            gw.stop()
+            if not a.smoke:  # the embedder alone, on the now quiet machine: the floor of a lookup
+                try:
+                    probe = run_json([venv_python(), str(BENCH / "embed_probe.py"), "200"], 300)
+                    self.results["semantic"]["embedder_alone"] = probe
+                    log(f"  embedder alone: one question p50 {probe['single_ms']['p50']:.1f} ms")
+                except Exception as exc:  # noqa: BLE001
+                    self.fail("semantic/embedder probe", exc)
         except Exception as exc:  # noqa: BLE001
             self.fail("semantic", exc)
         finally:
@@ -508,6 +529,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--skip-litellm-streams", action="store_true")
     p.add_argument("--entries", type=int, default=10000, help="semantic: stored entries")
     p.add_argument("--fill-timeout", type=float, default=900)
+    p.add_argument("--fill-concurrency", type=int, default=4,
+                   help="semantic fill: in flight (more makes the embedder miss its 200 ms timeout)")
     p.add_argument("--mix-requests", type=int, default=3000)
     p.add_argument("--mix-pool", type=int, default=1000)
     p.add_argument("--mix-timeout", type=float, default=300)
