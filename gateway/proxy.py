@@ -153,7 +153,10 @@ class Pipeline:
                 hit = await cache.lookup_semantic(plan)
                 record.cache_layers["semantic"] = "hit" if hit else "miss"
                 if hit is not None:
-                    return self._hit(hit[0], "hit-semantic", hit[1], route, plan, record, include_usage, finish)
+                    entry, semantic_hit = hit
+                    record.judge_usage = semantic_hit.judge_usage
+                    return self._hit(entry, "hit-semantic", semantic_hit.similarity, route, plan, record,
+                                     include_usage, finish)
         flight, shared = await cache.flights.join(plan.key)
         if shared is not None:
             record.coalesced = True

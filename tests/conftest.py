@@ -57,7 +57,7 @@ def serve_app(app: Any, port: int | None = None) -> tuple[uvicorn.Server, thread
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True, name=f"gateway-{port}")
     thread.start()
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 60  # a semantic cache loads its embedding model at startup
     while not server.started:
         if not thread.is_alive() or time.monotonic() > deadline:
             raise RuntimeError("gateway did not start")

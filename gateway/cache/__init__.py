@@ -157,12 +157,13 @@ class Cache:
             self.store.errors += 1  # garbage in the store is a miss
         return entry
 
-    async def lookup_semantic(self, plan: CachePlan) -> tuple[Entry, float] | None:
+    async def lookup_semantic(self, plan: CachePlan) -> tuple[Entry, Any] | None:
+        """The entry a semantic hit serves, with the hit (similarity, judge calls), or None."""
         if self.semantic is None or plan.partition is None or plan.text is None:
             return None
         hit = await self.semantic.lookup(plan.partition, plan.text)
         entry = Entry.from_dict(hit.answer) if hit is not None else None
-        return (entry, hit.similarity) if entry is not None else None
+        return (entry, hit) if entry is not None else None
 
     async def put(self, plan: CachePlan, entry: Entry) -> None:
         # The memory store keeps the entry itself; a shared store keeps its JSON.
