@@ -39,9 +39,8 @@ class Observer:
         self._runtime = runtime
         self.metrics = Metrics(runtime, config.metrics.quantile_window_s)
         self.log = LineWriter(stream)
-        # Label children resolved once per label tuple: `.labels()` validates and locks each call.
-        self._children: dict[Any, dict[tuple[str, ...], Any]] = {}
-        self._unpriced: set[str] = set()
+        self._priced: set[str] = set()
+        self._unpriced: set[str] = set()  # counted once, ever
         self._embedder: Any = None
         self._embedded = 0
         self._ts_second = -1
@@ -52,6 +51,7 @@ class Observer:
     def _apply(self, config: GatewayConfig) -> None:
         self._config = config
         self.models: dict[str, ModelConfig] = config.models
+        self._priced = set()
         self.min_level = LEVELS[config.log.level]
         self.content = config.log.content
         self.per_key = config.metrics.per_key_labels
@@ -75,8 +75,7 @@ class Observer:
         if runtime is not None and runtime.config is not self._config:
             self._apply(runtime.config)
         m = self.metrics
-        child = self._child
-        total = max(0.0, (record.ended or now) - record.started)
+        total = (record.ended or now) - record.started
         route = record.route or NONE
         cache = record.cache
         hit = cache[:3] == "hit"
@@ -84,39 +83,50 @@ class Observer:
         status_class = STATUS_CLASS[status // 100] if 0 <= status < 1000 else "other"
         model = record.model or NONE
         upstream = record.provider is not None and not hit  # a provider was (or was to be) called
-        provider = record.provider if upstream else NONE
+        provider = record.provider if upstream else NONE  # type: ignore[assignment]
+        stream = record.stream
 
-        child(m.requests, route, model, provider, status_class, cache).inc()
-        child(m.duration, route, cache, "true" if record.stream else "false").observe(total)
+        counts = m.requests.values
+        key: tuple[str, ...] = (route, model, provider, status_class, cache)
+        counts[key] = counts.get(key, 0) + 1
+        by_route = (route, cache)
+        m.duration.observe((route, cache, "true" if stream else "false"), total)
         m.window(route).add(total, time.monotonic())
         ttft = None
-        if record.stream and record.first_byte_s is not None:
-            ttft = max(0.0, record.first_byte_s - record.started)
-            child(m.ttft, route, cache).observe(ttft)
+        if stream and record.first_byte_s is not None:
+            ttft = record.first_byte_s - record.started
+            m.ttft.observe(by_route, ttft)
+        upstream_s, queue_s = record.upstream_s, record.queue_wait_s
         if upstream:
-            if record.upstream_s > 0:
-                child(m.upstream, provider, model).observe(record.upstream_s)
-            child(m.queue_wait, provider).observe(record.queue_wait_s)
-        child(m.overhead, route, cache).observe(max(0.0, total - record.upstream_s - record.queue_wait_s))
+            if upstream_s > 0:
+                m.upstream.observe((provider, model), upstream_s)
+            m.queue_wait.observe((provider,), queue_s)
+        overhead = total - upstream_s - queue_s
+        m.overhead.observe(by_route, overhead if overhead > 0 else 0.0)
 
         if record.endpoint == "chat":
             self._count_cache(record, runtime)
 
         # Upstream attempts that failed, limiter refusals, and a stream that broke after it began.
-        for failed_provider, kind in record.upstream_errors:
-            if kind in QUEUE_KINDS:
-                child(m.rejected, failed_provider, kind).inc()
-            else:
-                child(m.upstream_errors, failed_provider, kind).inc()
+        failed = record.upstream_errors
+        if failed:
+            rejected, errors = m.rejected.values, m.upstream_errors.values
+            for item in failed:
+                into = rejected if item[1] in QUEUE_KINDS else errors
+                into[item] = into.get(item, 0) + 1
         stream_error = None
-        if upstream and record.stream and status == 200 and record.error_kind in STREAM_ERRORS:
-            errors = record.upstream_errors
+        if upstream and stream and status == 200 and record.error_kind in STREAM_ERRORS:
             # forward() also sets error_kind for an attempt that failed before a later one answered
-            if not errors or errors[-1] != (provider, record.error_kind):
+            if not failed or failed[-1] != (provider, record.error_kind):
                 stream_error = record.error_kind
-                child(m.upstream_errors, provider, stream_error).inc()
-        for reason in record.fallbacks:
-            child(m.fallbacks, route, reason).inc()
+                errors = m.upstream_errors.values
+                key = (provider, stream_error)  # type: ignore[assignment]
+                errors[key] = errors.get(key, 0) + 1
+        if record.fallbacks:
+            fallbacks = m.fallbacks.values
+            for reason in record.fallbacks:
+                key = (route, reason)
+                fallbacks[key] = fallbacks.get(key, 0) + 1
 
         usage = record.usage if isinstance(record.usage, dict) else None
         prompt = completion = cached = 0
@@ -127,36 +137,24 @@ class Observer:
                 saved = self._hit_saving(record, usage)
             elif upstream:
                 self._count_tokens(model, provider, prompt, completion, cached, record.usage_estimated)
-                child(m.cost, model, provider).inc(record.cost_usd)
-                self._check_priced(model)
+                spent = m.cost.values
+                key = (model, provider)
+                spent[key] = spent.get(key, 0.0) + record.cost_usd
+                if model not in self._priced:
+                    self._check_priced(model)
                 if record.baseline_model and record.baseline_model != model:
                     saved = self._routing_saving(record, usage)
         if self.per_key:
-            key = _key_label(record.tenant)
-            child(m.key_requests, key, status_class).inc()
-            if upstream and usage is not None:
-                child(m.key_tokens, key, "prompt").inc(prompt)
-                child(m.key_tokens, key, "completion").inc(completion)
-                child(m.key_cost, key).inc(record.cost_usd)
+            self._count_key(record, status_class, upstream and usage is not None, prompt, completion)
 
         level = ERROR if status >= 500 else WARNING if status >= 400 or stream_error else INFO
         if level >= self.min_level:
             self._log_line(record, level, total, ttft, prompt, completion, cached, saved, stream_error)
 
-    def _child(self, metric: Any, *labels: str) -> Any:
-        children = self._children.get(metric)
-        if children is None:
-            children = self._children[metric] = {}
-        got = children.get(labels)
-        if got is None:
-            got = children[labels] = metric.labels(*labels)
-        return got
-
     def _count_cache(self, record: RequestRecord, runtime: "Runtime | None") -> None:
         counts = self.metrics.cache_counts
         layers = record.cache_layers
-        for layer, result in layers.items():
-            key = (layer, result)
+        for key in layers.items():
             if key in counts:
                 counts[key] += 1
         # Bypassed: the plan said so, or `Cache-Control: no-cache` skipped the lookup.
@@ -169,14 +167,26 @@ class Observer:
 
     def _count_tokens(self, model: str, provider: str, prompt: int, completion: int, cached: int,
                       estimated: bool) -> None:
-        m, child = self.metrics, self._child
-        child(m.tokens, model, provider, "prompt").inc(prompt)
-        child(m.tokens, model, provider, "completion").inc(completion)
-        if cached:
-            child(m.tokens, model, provider, "cached").inc(cached)
+        counts = self.metrics.tokens.values
+        for kind, n in (("prompt", prompt), ("completion", completion), ("cached", cached)):
+            if n or kind != "cached":
+                key = (model, provider, kind)
+                counts[key] = counts.get(key, 0) + n
         if estimated:
-            child(m.tokens_estimated, model, provider, "prompt").inc(prompt)
-            child(m.tokens_estimated, model, provider, "completion").inc(completion)
+            counts = self.metrics.tokens_estimated.values
+            for kind, n in (("prompt", prompt), ("completion", completion)):
+                key = (model, provider, kind)
+                counts[key] = counts.get(key, 0) + n
+
+    def _count_key(self, record: RequestRecord, status_class: str, spent: bool, prompt: int,
+                   completion: int) -> None:
+        m = self.metrics
+        label = _key_label(record.tenant)
+        _add(m.key_requests.values, (label, status_class), 1)
+        if spent:
+            _add(m.key_tokens.values, (label, "prompt"), prompt)
+            _add(m.key_tokens.values, (label, "completion"), completion)
+            _add(m.key_cost.values, (label,), record.cost_usd)
 
     def _price(self, model: str, usage: dict[str, Any]) -> float:
         config = self.models.get(model)
@@ -184,11 +194,14 @@ class Observer:
         return cost_usd(config, usage) if config is not None else 0.0
 
     def _check_priced(self, model: str) -> None:
-        if model not in self._unpriced:
-            config = self.models.get(model)
-            if config is None or not has_prices(config):
-                self._unpriced.add(model)
-                self._child(self.metrics.unpriced, model).inc()
+        if model in self._priced or model in self._unpriced:
+            return
+        config = self.models.get(model)
+        if config is not None and has_prices(config):
+            self._priced.add(model)
+        else:
+            self._unpriced.add(model)
+            _add(self.metrics.unpriced.values, (model,), 1)
 
     def _hit_saving(self, record: RequestRecord, usage: dict[str, Any]) -> float:
         """What the cached answer would have cost, less what the judge cost to allow it."""
@@ -198,7 +211,7 @@ class Observer:
             if isinstance(judge_usage, dict):
                 saved -= self._price(judge_model, judge_usage)
         saved = max(0.0, saved)  # a counter never goes down: a judge dearer than the answer saves 0
-        self._child(self.metrics.saved, model).inc(saved)
+        _add(self.metrics.saved.values, (model,), saved)
         return saved
 
     def _routing_saving(self, record: RequestRecord, usage: dict[str, Any]) -> float:
@@ -207,7 +220,7 @@ class Observer:
         saved = self._price(baseline, usage) - record.cost_usd
         if saved <= 0:
             return 0.0
-        self._child(self.metrics.saved, baseline).inc(saved)
+        _add(self.metrics.saved.values, (baseline,), saved)
         return saved
 
     def _log_line(self, record: RequestRecord, level: int, total: float, ttft: float | None, prompt: int,
@@ -296,11 +309,15 @@ class Observer:
         provider = config.provider if config is not None else NONE
         prompt, completion, cached = _tokens(usage)
         self._count_tokens(model, provider, prompt, completion, cached, False)
-        self._child(self.metrics.cost, model, provider).inc(self._price(model, usage))
+        _add(self.metrics.cost.values, (model, provider), self._price(model, usage))
 
     def config_reloaded(self, result: str) -> None:
         """Called once per config reload attempt: result is "success" or "failure"."""
-        self._child(self.metrics.reloads, result).inc()
+        _add(self.metrics.reloads.values, (result,), 1)
+
+
+def _add(values: dict[tuple[str, ...], float], key: tuple[str, ...], n: float) -> None:
+    values[key] = values.get(key, 0) + n
 
 
 def _int(value: Any) -> int:
