@@ -162,3 +162,44 @@ def run_json(argv: list[str], timeout: float, env: dict[str, str] | None = None,
             return json.loads(line[len(marker):])
     raise RuntimeError(f"{argv[0]} gave no result (exit {proc.returncode}): "
                        f"{(proc.stderr or proc.stdout).strip()[-600:]}")
+
+
+def machine_busy() -> tuple[float, float]:
+    """(busy CPU seconds of the whole machine, wall seconds) so far, from /proc/stat."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    tick = os.sysconf("SC_CLK_TCK")
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return (sum(fields[:8]) - idle) / tick, time.monotonic()
+
+
+class Busy:
+    """CPU use during a measurement: the whole machine, the target, the upstream, the load generator.
+
+    `other_cores` is what none of ours used: other people's work on a shared machine. Where it is
+    well above zero, the run was disturbed.
+    """
+
+    def __init__(self, target_pid: int | None, upstream_pid: int | None):
+        import resource
+        self._resource = resource
+        self.pids = (target_pid, upstream_pid)
+        self.m0 = machine_busy()
+        self.t0 = [cpu_seconds(p) if p else 0.0 for p in self.pids]
+        self.c0 = self._children()
+
+    def _children(self) -> float:
+        r = self._resource.getrusage(self._resource.RUSAGE_CHILDREN)
+        return r.ru_utime + r.ru_stime
+
+    def done(self) -> dict:
+        m1 = machine_busy()
+        wall = max(m1[1] - self.m0[1], 1e-9)
+        used = [(cpu_seconds(p) - t0) if p else 0.0 for p, t0 in zip(self.pids, self.t0)]
+        load = self._children() - self.c0
+        if self.pids[0] == self.pids[1]:
+            used[1] = 0.0
+        machine = (m1[0] - self.m0[0]) / wall
+        ours = (sum(used) + load) / wall
+        return {"cpu_pct": 100 * used[0] / wall, "machine_cores": machine,
+                "other_cores": max(0.0, machine - ours)}

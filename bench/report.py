@@ -124,7 +124,9 @@ def markdown(results: dict) -> str:
           f"- {v['nginx']}; {v['wrk']}; node {v['node']}; LiteLLM {v['litellm']}; Portkey {v['portkey']}",
           f"- settings: {s['duration']:g}s per measurement after {s['warmup']:g}s warm-up, wrk 1 thread closed loop; "
           f"one uvicorn worker unless marked; every target's pool sized 1024 connections; "
-          f"scenarios {', '.join(s['scenarios'])}; wall time {results.get('wall_s', 0):.0f}s",
+          f"scenarios {', '.join(s['scenarios'])}; nice {s.get('nice', 0)}; wall time {results.get('wall_s', 0):.0f}s",
+          "- *others' cores*: CPU that none of the bench's processes used during a measurement (other work on "
+          "this shared machine); well above zero means the row was disturbed",
           ""]
     L += ["## Targets (issue 6)", "", "| target | measured | met | note |", "|---|---|---|---|"]
     for name, measured, met, note in targets(results):
@@ -136,17 +138,18 @@ def markdown(results: dict) -> str:
         rows = by.get(scen, {})
         up, bare, gw = (rows.get(t) for t in ("upstream", "bare", "gateway"))
         L += [f"## {SCEN_LABEL[scen]}", "",
-              "| | req/s | P50 ms | P95 ms | P99 ms | errors | CPU % | gateway ÷ this (req/s) | P50 − upstream's |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              "| | req/s | P50 ms | P95 ms | P99 ms | errors | CPU % | others' cores | gateway ÷ this (req/s) | "
+              "P50 − upstream's |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for t in ORDER:
             r = rows.get(t)
             if r is None:
                 why = results["skipped"].get(f"{t}/{scen}")
                 if why:
-                    L.append(f"| {label_of(results, t)} | – | – | – | – | – | – | – | {why} |")
+                    L.append(f"| {label_of(results, t)} | – | – | – | – | – | – | – | – | {why} |")
                 continue
             L.append(f"| {r['label']} | {r['rps']:,.0f} | {r['p50']:.2f} | {r['p95']:.2f} | {r['p99']:.2f} | "
-                     f"{r['errors']} | {f(r.get('cpu_pct'), 0)} | "
+                     f"{r['errors']} | {f(r.get('cpu_pct'), 0)} | {f(r.get('other_cores'))} | "
                      f"{f(ratio(gw['rps'], r['rps']) if gw else None)} | "
                      f"{f(r['p50'] - up['p50'] if up else None)} |")
         if scen == "exact-32":
@@ -165,20 +168,20 @@ def markdown(results: dict) -> str:
         up = st.get("upstream")
         L += ["## 3. concurrent SSE streams, 20 chunks 20 ms apart (nginx echo pacing)", "",
               "| | streams | completed | errors | TTFT P50 ms | TTFT P95 | TTFT P99 | TTFT P99 − upstream's | "
-              "stream total P50 ms | P99 | peak in flight | CPU % |",
-              "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              "stream total P50 ms | P99 | peak in flight | CPU % | others' cores |",
+              "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for t in ORDER:
             r = st.get(t)
             if r is None:
                 why = results["skipped"].get(f"{t}/streams")
                 if why:
-                    L.append(f"| {label_of(results, t)} | – | – | {why} | | | | | | | | |")
+                    L.append(f"| {label_of(results, t)} | – | – | {why} | | | | | | | | | |")
                 continue
             tt, tot = r["ttft_ms"], r["total_ms"]
             d = tt["p99"] - up["ttft_ms"]["p99"] if up and tt["p99"] is not None and up["ttft_ms"]["p99"] is not None else None
             L.append(f"| {r['label']} | {r['streams']} | {r['completed']} | {r['errors'] or 0} | {f(tt['p50'])} | "
                      f"{f(tt['p95'])} | {f(tt['p99'])} | {f(d)} | {f(tot['p50'])} | {f(tot['p99'])} | "
-                     f"{r['peak_in_flight']} | {f(r.get('cpu_pct'), 0)} |")
+                     f"{r['peak_in_flight']} | {f(r.get('cpu_pct'), 0)} | {f(r.get('other_cores'))} |")
         L += ["", "TTFT: from the connection's request write to the first `data:` event, all streams started at "
               "once by a raw-socket client (bench/streamclient.py). Total: to the end of the stream (ideal 400 ms).", ""]
     sem = results.get("semantic")

@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (BENCH, ROOT, LOOPBACK, VENV_BIN, Proc, cpu_seconds, free_port, need, run_json,  # noqa: E402
+from common import (BENCH, ROOT, LOOPBACK, VENV_BIN, Busy, Proc, free_port, need, run_json,  # noqa: E402
                     venv_python, wait_port)
 import peers as P  # noqa: E402
 import report  # noqa: E402
@@ -106,17 +106,16 @@ class Bench:
         url = target.url(kind)
         if self.args.warmup > 0:
             self.wrk(url, conns, self.args.warmup, body, headers)
-        pid = target.pid()
-        cpu0 = cpu_seconds(pid) if pid else None
         profiler = self.start_profile(scenario, target)
+        busy = Busy(target.pid(), self.nginx.proc.pid)
         res = self.wrk(url, conns, self.args.duration, body, headers)
+        res.update(busy.done())
         self.stop_profile(profiler, scenario)
-        if cpu0 is not None:
-            res["cpu_pct"] = 100 * (cpu_seconds(pid) - cpu0) / max(self.args.duration, 1e-9)
         res.update(scenario=scenario, target=target.name, label=target.label, in_flight=conns, kind=kind)
         self.results["rows"].append(res)
         log(f"  {scenario:15s} {target.label:28s} {res['rps']:9.0f} req/s  p50 {res['p50']:7.2f} ms  "
-            f"p99 {res['p99']:8.2f} ms  errors {res['errors']}")
+            f"p99 {res['p99']:8.2f} ms  errors {res['errors']}  cpu {res['cpu_pct']:3.0f}%  "
+            f"others {res['other_cores']:.2f} cores")
         return res
 
     def streams(self, target, n: int) -> dict:
@@ -128,12 +127,9 @@ class Bench:
             return out
         if self.args.warmup > 0:  # a first wave opens the target's upstream connections
             run_json(argv(min(n, 100)), self.args.stream_timeout + 60)
-        pid = target.pid()
-        cpu0 = cpu_seconds(pid) if pid else None
-        t0 = time.monotonic()
+        busy = Busy(target.pid(), self.nginx.proc.pid)
         res = run_json(argv(n), self.args.stream_timeout + 60)
-        if cpu0 is not None:
-            res["cpu_pct"] = 100 * (cpu_seconds(pid) - cpu0) / max(time.monotonic() - t0, 1e-9)
+        res.update(busy.done())
         res.update(target=target.name, label=target.label)
         self.results["streams"].append(res)
         t = res["ttft_ms"]
@@ -541,6 +537,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--memory-timeout", type=float, default=None)
     p.add_argument("--no-semantic-in-main", action="store_true",
                    help="start the pass-through gateway without the semantic layer configured")
+    p.add_argument("--nice", type=int, default=0,
+                   help="run the bench and everything it starts at this nice level (negative needs root): "
+                        "on a shared machine, -5 keeps others' work from disturbing the numbers")
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--verbose", "-v", action="store_true")
     a = p.parse_args(argv)
@@ -570,6 +569,8 @@ def main(argv=None) -> int:
     a = parse_args(argv)
     need("nginx")
     need("wrk")
+    if a.nice:
+        os.nice(a.nice)  # inherited by nginx, the targets, wrk and the clients
     a.out.mkdir(parents=True, exist_ok=True)
     log(f"results in {a.out}; scenarios {','.join(a.scenarios)}; {a.duration:g}s per measurement")
     results = Bench(a).run()
