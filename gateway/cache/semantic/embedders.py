@@ -141,17 +141,22 @@ class LocalEmbedder:
     # unreadable and skips the semantic layer.
     max_unknown_share = 0.2
 
-    def __init__(self, model: str, batch_size: int = 64):
+    def __init__(self, model: str, batch_size: int = 64, loaded: Any = None):
+        """`loaded`: a SentenceTransformer already in memory, to share one model between caches
+        (a config reload, or tests) instead of loading it again."""
         self.model_name = model
         self.name = f"local:{model}"
         self.batch_size = batch_size
         self.dim: int | None = None
-        self._model: Any = None
+        self._model: Any = loaded
         self._executor: ThreadPoolExecutor | None = None
         self._pending: list[tuple[str, asyncio.Future[list[float] | None]]] = []
         self._drainer: asyncio.Task[None] | None = None
 
-    def _load(self) -> Any:
+    @staticmethod
+    def load(model: str) -> Any:
+        """Load a sentence-transformers model from disk, never from a hub, and warm it up
+        (blocking: seconds)."""
         # Never reach for a model hub at run time: the model must already be on disk.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -160,22 +165,23 @@ class LocalEmbedder:
         except ImportError:
             raise EmbedderError("the local embedder needs the 'local' extra: pip install 'llm-gateway[local]'") from None
         try:
-            return SentenceTransformer(resolve_local_model(self.model_name), device="cpu", local_files_only=True)
+            loaded = SentenceTransformer(resolve_local_model(model), device="cpu", local_files_only=True)
         except Exception as exc:  # the library raises many kinds for a missing or broken model
-            raise EmbedderError(f"cannot load local model {self.model_name!r}: {exc}") from None
+            raise EmbedderError(f"cannot load local model {model!r}: {exc}") from None
+        # The first encodes of each input length are several times slower (torch picks and
+        # caches its kernels): pay for that now, not on a user's request.
+        for text in _WARM_UP:
+            loaded.encode([text], show_progress_bar=False)
+        return loaded
 
     async def start(self) -> int:
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedder")
-        if self._model is None:
+        if self.dim is None:
             loop = asyncio.get_running_loop()
-            self._model = await loop.run_in_executor(self._executor, self._load)
-            # The first encodes of each input length are several times slower (torch picks and
-            # caches its kernels): pay for that now, not on a user's request.
-            for text in _WARM_UP:
-                vector = (await loop.run_in_executor(self._executor, self._encode, [text]))[0]
-            self.dim = len(vector)
-        assert self.dim is not None
+            if self._model is None:
+                self._model = await loop.run_in_executor(self._executor, self.load, self.model_name)
+            self.dim = len((await loop.run_in_executor(self._executor, self._encode, ["dimension"]))[0])
         return self.dim
 
     def _encode(self, texts: list[str]) -> list[list[float]]:
@@ -200,13 +206,13 @@ class LocalEmbedder:
 
     async def readable(self, texts: Sequence[str]) -> list[bool]:
         """Which texts this model can read (see max_unknown_share)."""
-        if self._model is None or self._executor is None:
+        if self.dim is None or self._executor is None:
             raise EmbedderError("the local embedder is not started")
         shares = await asyncio.get_running_loop().run_in_executor(self._executor, self._unknown_shares, list(texts))
         return [share <= self.max_unknown_share for share in shares]
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
-        if self._model is None or self._executor is None:
+        if self.dim is None or self._executor is None:
             raise EmbedderError("the local embedder is not started")
         loop = asyncio.get_running_loop()
         futures = []

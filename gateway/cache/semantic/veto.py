@@ -7,8 +7,8 @@ candidate found by cosine similarity is served only when none of these rules fir
 - negation differs (one question is negated, the other is not);
 - a quoted string or code identifier on one side does not appear in the other;
 - a minimal pair: the questions share their frame and differ in one to three content words
-  ("daily" / "monthly withdrawal limit"), or bind the same content words to different roles
-  ("from PayPal to my bank" / "from my bank to PayPal").
+  ("daily" / "monthly withdrawal limit", "after it ships" / "before it ships"), or hold the same
+  content words in another order ("from PayPal to my bank" / "from my bank to PayPal").
 
 Real paraphrases rarely look like minimal pairs: people reword the whole question. The price is a
 lower recall on paraphrases that swap one word for a synonym ("change" / "update my email"); the
@@ -37,7 +37,7 @@ a an the i me my mine myself we us our you your yours he she it its they them th
 those there here what which who whom whose how why when where is are was were be been being am do
 does did doing done have has had having can could would should will shall may might must of for
 with at by about as and or but if so then than too very just also please any some all each every
-into onto to from via per again further once s t d ll m re ve y want wanted
+into onto to from via per than vs versus again further once s t d ll m re ve y want wanted
 like need needed get got getting go going way ways possible able tell know let make sure still
 yet already anything something else much many more most really pls thanks hi hello hey
 """.split())
@@ -45,14 +45,10 @@ yet already anything something else much many more most really pls thanks hi hel
 _NEG_EN = frozenset("not no never cannot cant without none nobody nothing neither nor dont doesnt didnt "
                     "isnt arent wasnt werent wont wouldnt shouldnt couldnt hasnt havent hadnt".split())
 _STOP_ZH = frozenset("的了吗呢吧啊呀么嘛我你您他她它们请问怎样如何什哪里是在要想能可以会就还和与及或把被给让"
-                     "这那个些下吧得地着过对为所")
+                     "这那个些下吧得地着过对为所从到成往向")
 _NEG_ZH = re.compile(r"[不没无未别非]")
 # "是不是", "能不能", "有没有": an A-not-A question is a plain question, not a negation.
 _A_NOT_A = re.compile(rf"([{_CJK}])[不没]\1")
-# Words that bind the content word after them to a role; the same words in another order is
-# a different question ("from A to B" / "from B to A").
-_ROLE_EN = frozenset("from to into than vs versus over per".split())
-_ROLE_ZH = frozenset("从到成往向把")
 
 # ---- numbers -------------------------------------------------------------------------------
 
@@ -150,7 +146,6 @@ class Question:
     text: str                     # NFKC, lower-cased, single-spaced
     words: tuple[str, ...]        # every token (Chinese: characters), stemmed; numbers as "#"
     content: tuple[bool, ...]     # which of `words` are content words
-    roles: frozenset[tuple[str, str]]  # (role word, the content word it binds)
     negated: bool
     numbers: Counter[float]
     literals: frozenset[str]
@@ -181,34 +176,24 @@ def parse(raw: str) -> Question:
 
     words: list[str] = []
     content: list[bool] = []
-    roles: set[tuple[str, str]] = set()
-    pending_role: str | None = None
     for token in tokens:
         is_cjk = bool(_IS_CJK.match(token))
-        if token.isdigit() or token in _NUMBER_WORDS or token in _ZH_DIGITS or token in _ZH_UNITS:
+        if token.isdigit() or token in _NUMBER_WORDS or token.upper() in _ROMAN_VALUES \
+                or token in _ZH_DIGITS or token in _ZH_UNITS:
             words.append("#")  # numbers are compared on their own; here they are only frame
             content.append(False)
             continue
-        is_role = token in _ROLE_EN or token in _ROLE_ZH
         is_stop = (is_cjk and (token in _STOP_ZH or token in "不没无未别非")) or \
                   (not is_cjk and (token in _STOP_EN or token in _NEG_EN or token.endswith("n't")))
-        word = token if is_cjk else _stem(token.replace("'", ""))
-        words.append(word)
-        content.append(not is_stop and not is_role)
-        if is_role:
-            pending_role = token
-        elif not is_stop and pending_role is not None:
-            roles.add((pending_role, word))
-            pending_role = None
-    return Question(text, tuple(words), tuple(content), frozenset(roles), bool(negated), numbers(nfkc),
+        words.append(token if is_cjk else _stem(token.replace("'", "")))
+        content.append(not is_stop)
+    return Question(text, tuple(words), tuple(content), bool(negated), numbers(nfkc),
                     frozenset(literals(nfkc)), cjk_count * 2 > len(tokens))
 
 
 # ---- the rules -----------------------------------------------------------------------------
 
 MAX_CHANGED_WORDS = 3
-ORDER_NEEDS_ROLES = False
-INSERTS_ARE_PAIRS = True
 
 
 def _literal_missing(a: Question, b: Question) -> str | None:
@@ -226,12 +211,17 @@ FRAME_SHARE = 0.5
 
 
 def minimal_pair(a: Question, b: Question) -> str | None:
-    """Why the two share a frame but not their content, or None."""
+    """Why the two share a frame but not their content, or None.
+
+    The frame is measured on every token, function words included ("I forgot my ___, how can I
+    ___ it?"), the change on content words only. Words added on one side count as a change too:
+    "my password" / "my payment password" are different questions.
+    """
     ca, cb = a.content_words, b.content_words
     if not ca or not cb:
         return None
     if Counter(ca) == Counter(cb):
-        if ca != cb and (ORDER_NEEDS_ROLES is False or a.roles != b.roles):
+        if ca != cb:
             return "same words in another order"
         return None
     matcher = difflib.SequenceMatcher(None, a.words, b.words, autojunk=False)
@@ -248,8 +238,6 @@ def minimal_pair(a: Question, b: Question) -> str | None:
     # Chinese words are mostly two characters: allow twice as many changed characters.
     limit = MAX_CHANGED_WORDS * (2 if a.cjk or b.cjk else 1)
     if changed == 0 or changed > limit or shared < FRAME_SHARE * max(len(a.words), len(b.words)):
-        return None
-    if INSERTS_ARE_PAIRS is False and (changed_a == 0 or changed_b == 0):
         return None
     return f"differs only in {changed} content word{'s' if changed > 1 else ''}"
 
