@@ -309,5 +309,5 @@ async def metrics_endpoint(request: Request) -> Response:
             raise GatewayError(401, "A valid bearer token is required for /metrics." if presented else
                                "Missing bearer token in the Authorization header.",
                                "invalid_request_error", "invalid_api_key")
-    body, content_type = await request.app.state.observer.metrics.exposition(runtime, request.headers.get("accept"))
+    body, content_type = await request.app.state.observer.exposition(runtime, request.headers.get("accept"))
     return Response(body, headers={"content-type": content_type})

@@ -13,6 +13,7 @@ from typing import Any, Iterator
 import httpx
 import orjson
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from .conftest import eventually
@@ -341,18 +342,38 @@ def test_request_id_and_trace_context_reach_the_upstream(start_gateway, two):
         assert seen[name] == value
 
 
-def test_config_reloads_are_counted(start_gateway, two):
+def test_reloads_and_circuits_through_the_real_routing(start_gateway, two):
     a, b = two
-    gw = start_gateway(two_provider_config(a, b))
+    cfg = two_provider_config(a, b, admin={"key": "admin-key", "watch": False},
+                              health={"failures_to_open": 2, "cooldown_s": 60})
+    gw = start_gateway(cfg)
+    admin = {"authorization": "Bearer admin-key"}
     m = scrape(gw)
     assert m.value("gateway_config_reloads_total", result="success") == 0
     assert m.value("gateway_config_reloads_total", result="failure") == 0
-    gw.app.state.observer.config_reloaded("success")
-    gw.app.state.observer.config_reloaded("failure")
-    gw.app.state.observer.config_reloaded("failure")
-    m = scrape(gw)
+    assert m.value("gateway_target_healthy", target="big") == 1
+    with gw.http() as http:
+        assert chat(http, "premium", "before").status_code == 200
+        # A valid edit: a new route, and the metrics settings of the new config take over.
+        cfg["routes"]["extra"] = {"targets": ["big"]}
+        cfg["metrics"] = {"quantile_window_s": 30}
+        gw.config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        assert http.post("/admin/reload", headers=admin).status_code == 200
+        gw.config_path.write_text("providers: [this is not a mapping\n")
+        assert http.post("/admin/reload", headers=admin).status_code != 200
+        assert chat(http, "extra", "after").status_code == 200
+        # Two failures in a row open the circuit of `big`.
+        b.set(error_status=500)
+        for _ in range(2):
+            assert chat(http, "premium", "failing").status_code == 500
+    m = settled(gw, 4)
     assert m.value("gateway_config_reloads_total", result="success") == 1
-    assert m.value("gateway_config_reloads_total", result="failure") == 2
+    assert m.value("gateway_config_reloads_total", result="failure") == 1
+    assert m.value("gateway_requests_total", route="premium") == 3  # counting went on across the reload
+    assert m.value("gateway_requests_total", route="extra") == 1
+    assert gw.app.state.observer.metrics.quantile_window_s == 30
+    assert m.value("gateway_target_healthy", target="big") == 0
+    assert m.value("gateway_target_healthy", target="small") == 1
 
 
 def test_two_apps_in_one_process_keep_their_own_registries(start_gateway, two):
@@ -378,3 +399,36 @@ def test_cache_backend_errors_are_counted(start_gateway, two):
     assert m.value("gateway_cache_requests_total", layer="exact", result="miss") == 2
     assert m.value("gateway_cache_requests_total", layer="exact", result="error") >= 2
     assert m.series("gateway_cache_entries", layer="exact") == []  # unknown while Redis is down
+
+
+def test_semantic_layer_counts_and_embedding_spend(start_gateway, two):
+    a, b = two
+    cfg = two_provider_config(a, b, cache={"exact": {"max_entries": 1},
+                                           "semantic": {"enabled": True,
+                                                        "embedder": {"kind": "openai", "model": "embed"}}})
+    cfg["routes"]["support"]["cache"] = {"semantic": True}
+    gw = start_gateway(cfg)
+    with gw.http() as http:
+        # The exact layer holds one entry, so asking the first question again misses it and the
+        # semantic layer (same text, same vector) answers.
+        for n, (route, text, served) in enumerate([("support", "alpha question", "miss"),
+                                                   ("support", "beta question", "miss"),
+                                                   ("support", "alpha question", "hit-semantic"),
+                                                   ("premium", "gamma question", "miss")], 1):
+            assert chat(http, route, text, temperature=0).headers["x-gateway-cache"] == served
+            settled(gw, n)  # the answer is stored before the next question
+    m = settled(gw, 4)
+    cache = "gateway_cache_requests_total"
+    assert m.value(cache, layer="exact", result="miss") == 4
+    assert m.value(cache, layer="semantic", result="miss") == 2
+    assert m.value(cache, layer="semantic", result="hit") == 1
+    assert m.value(cache, layer="semantic", result="bypass") == 1  # premium does not use the layer
+    assert m.value(cache, layer="semantic", result="error") == 0
+    assert m.value("gateway_requests_total", cache="hit-semantic", model="small") == 1
+    assert m.value("gateway_cache_entries", layer="exact") == 1
+    assert m.value("gateway_cost_saved_usd_total", model="small") == pytest.approx(cost("small", 5, 3), abs=1e-9)
+    # The embedder's calls to `embed` on beta are spent too, at its price.
+    embedded = m.value("gateway_tokens_total", model="embed", provider="beta", kind="prompt")
+    assert embedded >= 2  # at least the dimension probe
+    assert m.value("gateway_cost_usd_total", model="embed", provider="beta") == pytest.approx(embedded * 0.0005)
+
