@@ -388,7 +388,9 @@ class _Reader:
                 if not isinstance(key, (str, int, float, bool)):
                     self.problem(key_node.start_mark.line + 1, "mapping keys must be plain scalars")
                     continue
-                key = str(key)
+                # YAML 1.1 reads the keys on/off/yes/no as booleans; a key is a name here, as written
+                # (`retry: {on: [429]}`).
+                key = key_node.value if isinstance(key, bool) and isinstance(key_node, yaml.ScalarNode) else str(key)
                 if key in out:
                     self.problem(key_node.start_mark.line + 1, f"duplicate key '{key}'")
                 out[key] = self.read(value_node, loc + (key,))

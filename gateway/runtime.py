@@ -71,9 +71,7 @@ class Runtime:
                 providers[name] = Provider(name, cfg)
                 providers[name].open()
         try:
-            if previous is not None and previous.config.cache == loaded.config.cache \
-                    and previous.config.models == loaded.config.models \
-                    and previous.config.providers == loaded.config.providers:
+            if previous is not None and _cache_carries_over(previous, loaded.config, providers):
                 cache = previous.cache
             else:
                 cache = await Cache.open(loaded.config.cache, _targets(loaded.config, providers))
@@ -126,6 +124,26 @@ class Runtime:
                 "invalid_request_error", "invalid_api_key",
             )
         return name
+
+
+def _cache_carries_over(previous: Runtime, config: GatewayConfig, providers: dict[str, Provider]) -> bool:
+    """Keep the cache (and its entries) across a reload when its config and the models are the same
+    (a key names a model, not what runs behind it) and the models the cache calls itself (the
+    semantic layer's embedder and judge) run on kept provider pools. Route edits and provider
+    edits elsewhere (limits, timeouts) keep it: keys name the route and its targets anyway."""
+    if previous.config.cache != config.cache or previous.config.models != config.models:
+        return False
+    semantic = config.cache.semantic
+    if not semantic.enabled:
+        return True
+    used = [semantic.verify.model] if semantic.verify is not None else []
+    if semantic.embedder.kind == "openai":
+        used.append(semantic.embedder.model)
+    for name in used:
+        model = config.models.get(name)
+        if model is None or previous.providers.get(model.provider) is not providers.get(model.provider):
+            return False
+    return True
 
 
 def _targets(config: GatewayConfig, providers: dict[str, Provider]) -> dict[str, Target]:
