@@ -118,10 +118,11 @@ class Bench:
             f"others {res['other_cores']:.2f} cores")
         return res
 
-    def streams(self, target, n: int) -> dict:
+    def streams(self, target, n: int, ramp: float = 0.0) -> dict:
         def argv(count: int) -> list[str]:
             out = [venv_python(), str(BENCH / "streamclient.py"), "--url", target.url("paced"), "--n", str(count),
-                   "--model", target.model("paced"), "--timeout", str(self.args.stream_timeout)]
+                   "--model", target.model("paced"), "--timeout", str(self.args.stream_timeout),
+                   "--ramp", str(ramp * count / n)]
             for h in target.headers("paced"):
                 out += ["--header", h]
             return out
@@ -130,10 +131,11 @@ class Bench:
         busy = Busy(target.pid(), self.nginx.proc.pid)
         res = run_json(argv(n), self.args.stream_timeout + 60)
         res.update(busy.done())
-        res.update(target=target.name, label=target.label)
+        res.update(target=target.name, label=target.label, ramp_s=ramp)
         self.results["streams"].append(res)
         t = res["ttft_ms"]
-        log(f"  streams x{n:<6d}   {target.label:28s} completed {res['completed']}/{n}  "
+        when = "at once" if not ramp else f"over {ramp:g}s"
+        log(f"  streams x{n} {when:8s} {target.label:28s} completed {res['completed']}/{n}  "
             f"TTFT p50 {fmt(t['p50'])} ms p99 {fmt(t['p99'])} ms  errors {res['errors']}")
         return res
 
@@ -249,10 +251,12 @@ class Bench:
                 except Exception as exc:  # noqa: BLE001
                     self.fail(f"{name}/{s}", exc)
             if streams:
-                try:
-                    self.streams(target, self.args.streams)
-                except Exception as exc:  # noqa: BLE001
-                    self.fail(f"{name}/streams", exc)
+                ramps = self.args.stream_ramps if name in ("upstream", "bare", "gateway") else [0.0]
+                for ramp in ramps:
+                    try:
+                        self.streams(target, self.args.streams, ramp)
+                    except Exception as exc:  # noqa: BLE001
+                        self.fail(f"{name}/streams", exc)
         finally:
             target.stop()
 
@@ -522,6 +526,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--profile-at", default="passthrough-32,slow-256,exact-32")
     p.add_argument("--streams", type=int, default=1000)
     p.add_argument("--stream-timeout", type=float, default=60)
+    p.add_argument("--stream-ramps", default="0,1",
+                   help="spread the streams' starts over these seconds: 0 is all at once (the issue's "
+                        "scenario); 1 is 1,000 new streams a second, for the upstream, bare and gateway")
     p.add_argument("--skip-litellm-streams", action="store_true")
     p.add_argument("--entries", type=int, default=10000, help="semantic: stored entries")
     p.add_argument("--fill-timeout", type=float, default=900)
@@ -549,7 +556,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f"unknown scenario {sorted(unknown)}; known: {', '.join(ALL)}")
     if a.smoke:
         a.duration, a.warmup, a.peers = 1, 0, 0
-        a.streams, a.stream_timeout = min(a.streams, 50), 20
+        a.streams, a.stream_timeout, a.stream_ramps = min(a.streams, 50), 20, "0"
         a.entries, a.fill_timeout = 40, 60
         a.mix_requests, a.mix_pool, a.mix_timeout = 60, 20, 60
         a.memory_checkpoints = a.memory_checkpoints or "500,1000"
@@ -562,6 +569,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         a.out = BENCH / "results" / datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     a.out = a.out.resolve()
     a.profile_at = [s.strip() for s in a.profile_at.split(",")]
+    a.stream_ramps = [float(x) for x in str(a.stream_ramps).split(",") if x.strip()]
     return a
 
 
