@@ -126,7 +126,7 @@ def _target(route: Any, policy: Any, target: Any, index: int, prompt: int, outpu
 
 
 _ORDER = {
-    "first": "in this order; the next only when one fails (429, 5xx, timeout, connection error)",
+    "first": "in this order; the next only when one fails (fallback.on)",
     "cascade": "cheapest first; the next when the answer fails a check (escalation) or the target fails",
     "weighted": "one at random by weight per request; the others, in order, as fallbacks",
     "least-busy": "per request, fewest requests in flight first",

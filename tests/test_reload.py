@@ -31,7 +31,7 @@ async def test_an_edit_under_load_fails_no_request_and_new_routes_follow(start_g
     gw = start_gateway(cfg)
     records = tap(gw)
     for fake in fakes.values():
-        fake.set(latency_s=0.05)
+        fake.set(latency_s=0.1)   # 200 requests, 16 at a time: over a second of load
     old = gw.runtime
     cheap_pool, strong_pool = old.providers["cheap"], old.providers["strong"]
 

@@ -47,7 +47,7 @@ async def call_once(policy: "Policy", target: "Target", payload: dict[str, Any],
         record.upstream_errors.append((target.provider.name, exc.kind))
         if exc.kind in UNWELL_KINDS:
             health.failure(name)
-            if exc.kind == "timeout":
+            if exc.kind == "timeout" and policy.tracks_latency:
                 policy.latency.observe(name, time.perf_counter() - started)
         else:
             health.release(name)
@@ -56,8 +56,8 @@ async def call_once(policy: "Policy", target: "Target", payload: dict[str, Any],
         health.release(name)  # cancelled (the client left): no verdict on the target
         raise
     health.success(name)
-    # A stream is returned once its headers are in: this is the time to first byte.
-    policy.latency.observe(name, time.perf_counter() - started)
+    if policy.tracks_latency:  # a stream is returned once its headers are in: time to first byte
+        policy.latency.observe(name, time.perf_counter() - started)
     return answer
 
 

@@ -13,6 +13,8 @@ from .policy import cheaper
 if TYPE_CHECKING:
     from ..runtime import Route
 
+CHAT_PATH = "/chat/completions"
+
 
 async def forward(route: "Route", payload: dict[str, Any], path: str, stream: bool,
                   headers: dict[str, str], record: RequestRecord) -> Answer:
@@ -21,7 +23,7 @@ async def forward(route: "Route", payload: dict[str, Any], path: str, stream: bo
     circuit is open)."""
     policy = route.policy
     targets = policy.order(route, payload)
-    if policy.escalate is not None:
+    if policy.escalate is not None and path == CHAT_PATH:  # embeddings have nothing to check
         answer: Answer = await cascade(route, targets, payload, path, headers, record)
     else:
         answer = await first_answer(route, targets, payload, path, stream, headers, record)

@@ -34,6 +34,8 @@ class Policy:
     # The target that would have answered had routing not chosen a cheaper one: set on the
     # request record when a cheaper target answers, so metrics can count what routing saved.
     baseline: "Target | None" = None
+    # Only latency routes time their calls (other routes skip the bookkeeping on the hot path).
+    tracks_latency: bool = False
 
 
 def make_policy(config: GatewayConfig, route: RouteConfig | None, targets: tuple["Target", ...],
@@ -50,7 +52,8 @@ def make_policy(config: GatewayConfig, route: RouteConfig | None, targets: tuple
         budget = Budget(route.max_cost_usd, route.over_budget, route.prefer, route.estimated_output_tokens)
         baseline = max(targets, key=_price)  # what a budget-blind route would have called
     return Policy(route.strategy, ORDERS[route.strategy], health, latency, rng, fallback_on, retry,
-                  weights, tuple(itertools.accumulate(weights)), escalate, budget, baseline)
+                  weights, tuple(itertools.accumulate(weights)), escalate, budget, baseline,
+                  tracks_latency=route.strategy == "latency")
 
 
 def _price(target: "Target") -> float:
