@@ -18,7 +18,7 @@ from .cache import Cache, CachePlan
 from .cache.keys import exact_key, tenant_of
 from .cache.memory import MemoryStore
 from .config import LoadedConfig, RouteConfig
-from .errors import GatewayError
+from .errors import GatewayError, bad_request
 from .proxy import check_chat, parse_json_object
 from .reload import require_admin
 from .routing.rules import Step
@@ -34,6 +34,8 @@ def explain(runtime: Runtime, payload: dict[str, Any], headers: Mapping[str, str
     """The report for one chat request body (`headers`: the request's, names lower-cased)."""
     report: dict[str, Any] = {"model_requested": payload.get("model")}
     try:
+        if not isinstance(payload.get("model"), str) or not payload["model"]:
+            raise bad_request("'model' is required and must be a non-empty string.", "model")
         check_chat(payload)
         authorization = f"Bearer {api_key}" if api_key else None
         key_name = runtime.authenticate(authorization)

@@ -174,7 +174,10 @@ class Reloader:
                 continue
             self._seen = text
             if text != self.state.runtime.loaded.text:
-                await self.reload("file change")
+                try:
+                    await self.reload("file change")
+                except Exception:  # a bug here must not stop the watching
+                    log.exception("config reload after a file change failed")
 
 
 def _read(path: Path) -> str | None:

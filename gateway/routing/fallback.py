@@ -64,6 +64,7 @@ async def first_answer(route: "Route", targets: Sequence["Target"], payload: dic
             continue
         pending = (pending or []) + [reason]
     if held is not None:
+        record.model, record.provider = held.target.model, held.target.provider.name
         return held
     if last_error is None:
         names = [t.model for t in targets]
