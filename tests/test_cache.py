@@ -233,7 +233,8 @@ async def test_identical_concurrent_misses_make_one_upstream_call(start_gateway,
 
 
 async def test_identical_misses_across_replicas_sharing_redis(start_gateway, upstream, redis_server):
-    cfg = cached_config(upstream, backend="redis", redis_url=redis_server.url)
+    # A generous Redis timeout: this test is about coalescing, not about failing open on a busy machine.
+    cfg = cached_config(upstream, backend="redis", redis_url=redis_server.url, timeout_ms=1000)
     replicas = [start_gateway(cfg), start_gateway(cfg)]
     upstream.set(latency_s=0.3)
     results = await _identical_burst(replicas, 20)
@@ -252,7 +253,7 @@ async def test_a_failed_leader_releases_its_followers(start_gateway, upstream):
 
 
 def test_redis_stopped_mid_test_is_a_miss_and_hits_resume(start_gateway, upstream, redis_server):
-    cfg = cached_config(upstream, backend="redis", redis_url=redis_server.url, cooldown_s=0.5)
+    cfg = cached_config(upstream, backend="redis", redis_url=redis_server.url, cooldown_s=0.5, timeout_ms=300)
     gw = start_gateway(cfg)
     client = gw.client()
     ask(client)
@@ -271,7 +272,7 @@ def test_redis_stopped_mid_test_is_a_miss_and_hits_resume(start_gateway, upstrea
 
 
 def test_garbage_in_redis_is_a_miss(start_gateway, upstream, redis_server):
-    gw = start_gateway(cached_config(upstream, backend="redis", redis_url=redis_server.url))
+    gw = start_gateway(cached_config(upstream, backend="redis", redis_url=redis_server.url, timeout_ms=1000))
     client = gw.client()
     headers, _ = ask(client)
     redis.Redis.from_url(redis_server.url).set(headers["x-gateway-cache-key"], b"\x00not json")
