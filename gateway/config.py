@@ -282,7 +282,7 @@ class SemanticCacheConfig(_Strict):
     single_turn_only: bool = True
     timeout_ms: float = Field(200, gt=0)     # Qdrant and the embedder; slower is a miss
     cooldown_s: float = Field(5, ge=0)       # after a failure, skip that backend this long
-    log_interval_s: float = Field(60, gt=0)  # failures are logged at most once per interval
+    log_interval_s: float = Field(10, gt=0)  # failures are logged at most once per interval
     sweep_interval_s: float = Field(60, gt=0)  # how often expired entries are deleted
     # Longer questions skip the layer: embedders read only the first few hundred tokens, so two
     # long prompts that differ near the end would look identical.
