@@ -86,7 +86,7 @@ def test_latency_prefers_the_fast_target_and_moves_off_one_that_slows(start_gate
 def test_latency_with_many_targets_spreads_by_two_choices(start_gateway, fakes):
     gw = start_gateway(routing_config(fakes, {"fast": {
         "strategy": "latency", "targets": ["cheap-model", "mid-model", "strong-model"]}}))
-    fakes["strong"].set(latency_s=0.15)
+    fakes["strong"].set(latency_s=0.3)
     for _ in range(30):
         chat(gw, "fast")
     # The slowest target is never the better of two choices once known: one exploration only.
