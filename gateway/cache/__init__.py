@@ -70,6 +70,7 @@ class Cache:
         store: MemoryStore | RedisStore
         if exact.backend == "redis":
             store = RedisStore(exact.redis_url, exact.timeout_ms, exact.cooldown_s)
+            await store.warm()
         else:
             store = MemoryStore(exact.max_entries, exact.eviction)
         semantic = None

@@ -51,6 +51,10 @@ class RedisStore:
                             type(exc).__name__, exc, self.cooldown_s)
             return default
 
+    async def warm(self) -> None:
+        """Open the first connection at startup rather than inside the first request's timeout."""
+        await self._call(self.client.ping(), None)
+
     async def get(self, key: str) -> bytes | None:
         value = await self._call(self.client.get(key), None)
         return value if isinstance(value, bytes) else None
