@@ -224,8 +224,8 @@ class Collector:
         self._error_last: dict[str, tuple[int, int]] = {}  # layer -> (id(backend), last count)
 
     def describe(self) -> Iterable[Metric]:
-        return [CounterMetricFamily(f.name, f.doc, labels=f.labels) for f in self.metrics.families
-                if isinstance(f, CounterVec)] + list(self._gauges())
+        """The families (the registry checks their names against other collectors')."""
+        return [f.family() for f in self.metrics.families] + list(self._gauges())
 
     def collect(self) -> Iterator[Metric]:
         m = self.metrics
@@ -251,7 +251,7 @@ class Collector:
         for layer, value in m.cache_entries.items():
             if value is not None and value >= 0:
                 entries.add_metric([layer], value)
-        now = time.monotonic()
+        now = time.perf_counter()  # the clock the observer adds with
         for route, window in list(m.windows.items()):
             values = window.quantiles(now)
             if values is not None:

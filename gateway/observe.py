@@ -1,7 +1,7 @@
 """Turns finished request records into metrics and log lines (off the hot path).
 
 `finish` runs on the event loop after the client has its last byte, once per request: it only
-increments pre-resolved metric children and queues one JSON line for the log thread.
+adds to the metrics' per-label dicts and queues one JSON line for the log thread.
 The observer outlives config reloads; settings that come from the config (prices, log level,
 quantile window) are re-read when the app's runtime changes.
 """
@@ -86,12 +86,10 @@ class Observer:
         provider = record.provider if upstream else NONE  # type: ignore[assignment]
         stream = record.stream
 
-        counts = m.requests.values
-        key: tuple[str, ...] = (route, model, provider, status_class, cache)
-        counts[key] = counts.get(key, 0) + 1
+        _add(m.requests.values, (route, model, provider, status_class, cache), 1)
         by_route = (route, cache)
         m.duration.observe((route, cache, "true" if stream else "false"), total)
-        m.window(route).add(total, time.monotonic())
+        m.window(route).add(total, now)
         ttft = None
         if stream and record.first_byte_s is not None:
             ttft = record.first_byte_s - record.started
@@ -119,14 +117,9 @@ class Observer:
             # forward() also sets error_kind for an attempt that failed before a later one answered
             if not failed or failed[-1] != (provider, record.error_kind):
                 stream_error = record.error_kind
-                errors = m.upstream_errors.values
-                key = (provider, stream_error)  # type: ignore[assignment]
-                errors[key] = errors.get(key, 0) + 1
-        if record.fallbacks:
-            fallbacks = m.fallbacks.values
-            for reason in record.fallbacks:
-                key = (route, reason)
-                fallbacks[key] = fallbacks.get(key, 0) + 1
+                _add(m.upstream_errors.values, (provider, stream_error), 1)
+        for reason in record.fallbacks:
+            _add(m.fallbacks.values, (route, reason), 1)
 
         usage = record.usage if isinstance(record.usage, dict) else None
         prompt = completion = cached = 0
@@ -137,9 +130,7 @@ class Observer:
                 saved = self._hit_saving(record, usage)
             elif upstream:
                 self._count_tokens(model, provider, prompt, completion, cached, record.usage_estimated)
-                spent = m.cost.values
-                key = (model, provider)
-                spent[key] = spent.get(key, 0.0) + record.cost_usd
+                _add(m.cost.values, (model, provider), record.cost_usd)
                 if model not in self._priced:
                     self._check_priced(model)
                 if record.baseline_model and record.baseline_model != model:
