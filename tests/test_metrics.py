@@ -432,3 +432,28 @@ def test_semantic_layer_counts_and_embedding_spend(start_gateway, two):
     assert embedded >= 2  # at least the dimension probe
     assert m.value("gateway_cost_usd_total", model="embed", provider="beta") == pytest.approx(embedded * 0.0005)
 
+
+
+class NoUsageUpstream(FakeUpstream):
+    """A provider that never reports usage, in JSON answers or in streams."""
+
+    def _usage(self, body: dict[str, Any], text: str) -> Any:
+        return None
+
+
+def test_tokens_are_estimated_when_the_provider_reports_none(start_gateway, upstream_b):
+    quiet = NoUsageUpstream(name="quiet").start()
+    try:
+        gw = start_gateway(two_provider_config(quiet, upstream_b))
+        with gw.http() as http:
+            assert chat(http, "support", "hello there friend").status_code == 200
+            streamed = chat(http, "support", "hello there friend", stream=True)
+            assert not [e for e in sse_events(streamed.text) if not e["choices"]]
+        m = settled(gw, 2)
+    finally:
+        quiet.stop()
+    # About 4 characters a token: "hello there friend" is 4, "Echo: hello there friend" is 6.
+    for name in ("gateway_tokens_total", "gateway_tokens_estimated_total"):
+        assert m.value(name, model="small", provider="alpha", kind="prompt") == 2 * 4
+        assert m.value(name, model="small", provider="alpha", kind="completion") == 2 * 6
+    assert m.value("gateway_cost_usd_total", model="small") == pytest.approx(2 * cost("small", 4, 6), abs=1e-9)
