@@ -28,7 +28,6 @@ log = logging.getLogger("gateway.observe")
 NONE = "none"  # label value when a request never got that far (no route, no provider)
 STATUS_CLASS = tuple(f"{i}xx" for i in range(10))
 QUEUE_KINDS = frozenset({"queue_full", "queue_timeout"})
-STREAM_ERRORS = frozenset({"timeout", "broken_stream"})
 INFO, WARNING, ERROR = LEVELS["info"], LEVELS["warning"], LEVELS["error"]
 LEVEL_NAMES = {INFO: "info", WARNING: "warning", ERROR: "error"}
 
@@ -112,12 +111,7 @@ class Observer:
             for item in failed:
                 into = rejected if item[1] in QUEUE_KINDS else errors
                 into[item] = into.get(item, 0) + 1
-        stream_error = None
-        if upstream and stream and status == 200 and record.error_kind in STREAM_ERRORS:
-            # forward() also sets error_kind for an attempt that failed before a later one answered
-            if not failed or failed[-1] != (provider, record.error_kind):
-                stream_error = record.error_kind
-                _add(m.upstream_errors.values, (provider, stream_error), 1)
+        stream_error = record.stream_error  # already among upstream_errors
         for reason in record.fallbacks:
             _add(m.fallbacks.values, (route, reason), 1)
 

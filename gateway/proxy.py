@@ -7,7 +7,7 @@ parse -> authenticate -> resolve the route -> cache (exact, semantic, single-fli
 
 from __future__ import annotations
 
-import inspect
+import time
 from typing import Any, Callable
 
 import orjson
@@ -23,7 +23,7 @@ from .record import RequestRecord
 from .routing import forward
 from .runtime import Route, Runtime
 from .upstream.call import JsonAnswer, StreamAnswer
-from .upstream.sse import ReplayStream, StreamPassthrough
+from .upstream.sse import ReplayStream, StreamPassthrough, run_after
 from .upstream.sse_codec import assemble, to_sse
 from .usage import estimate
 
@@ -123,6 +123,7 @@ class Pipeline:
         record.messages = payload.get("messages", payload.get("input"))  # logged only with log.content
         route = runtime.resolve(payload["model"], payload, headers)  # rules first: the cache key names the route
         record.route = route.name
+        record.tenant = tenant_of(key_name, client_auth)
         upstream_headers = {"x-request-id": record.request_id}
         for name in TRACE_HEADERS:
             if name in headers:
@@ -136,7 +137,6 @@ class Pipeline:
 
         stream = record.stream = payload.get("stream") is True
         include_usage = bool(stream and (payload.get("stream_options") or {}).get("include_usage"))
-        record.tenant = tenant_of(key_name, client_auth)
         plan = runtime.cache.plan(route.name, route.target_models, route.cache, payload, headers, record.tenant)
         if isinstance(plan, str):
             record.extra["cache_bypass"] = plan
@@ -186,6 +186,7 @@ class Pipeline:
             target = answer.target
 
             async def on_end(completed: bool, chunks: list[bytes]) -> None:
+                record.ended = time.perf_counter()
                 completion = None
                 if completed:
                     try:
@@ -197,11 +198,8 @@ class Pipeline:
                     self._count_usage(record, payload, completion, target)
                     if plan is not None and cache.storable(plan, completion):
                         entry = Entry(target.model, completion)
-                if flight is not None:
-                    flight.done(entry)
                 record.status = 200
-                if entry is not None:
-                    await cache.put(plan, entry)
+                await _store(cache, plan, flight, entry)
                 finish()
 
             return StreamPassthrough(answer, _answer_headers(route, target.model, headers), record,
@@ -213,11 +211,12 @@ class Pipeline:
         if plan is not None and answer.status == 200 and cache.storable(plan, data):
             entry = Entry(answer.target.model, data, answer.raw)
         if flight is not None:
-            flight.done(entry)
+            flight.resolve(entry)  # followers have their answer now; the store follows the reply
         after = finish
-        if entry is not None:
+        if entry is not None or flight is not None:
             async def after() -> None:
-                await cache.put(plan, entry)
+                record.ended = time.perf_counter()  # the reply is out; the store is not the client's wait
+                await _store(cache, plan, flight, entry)
                 finish()
         if stream:  # the provider answered a stream request with JSON: the client still gets SSE
             record.status = 200
@@ -275,11 +274,24 @@ class Answered(Response):
         self.after = after
 
     async def __call__(self, scope, receive, send) -> None:
-        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-        await send({"type": "http.response.body", "body": self.body})
-        done = self.after()
-        if inspect.isawaitable(done):
-            await done
+        try:
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            await send({"type": "http.response.body", "body": self.body})
+        finally:
+            await run_after(self.after)
+
+
+async def _store(cache: Any, plan: CachePlan | None, flight: Flight | None, entry: Entry | None) -> None:
+    """Store the entry, then end the flight: until the entry can be read, an identical request still
+    finds the flight and gets the entry from it, here and (through the lock) on other replicas."""
+    if flight is not None:
+        flight.resolve(entry)
+    try:
+        if entry is not None and plan is not None:
+            await cache.put(plan, entry)
+    finally:
+        if flight is not None:
+            flight.close()
 
 
 def _answer_headers(route: Route, target: str, extra: dict[str, str]) -> dict[str, str]:
@@ -290,6 +302,8 @@ def _finisher(request: Request, record: RequestRecord) -> Callable[[], None]:
     observer = request.app.state.observer
 
     def finish() -> None:
+        if record.ended is None:
+            record.ended = time.perf_counter()
         observer.finish(record)
 
     return finish

@@ -38,6 +38,7 @@ class RequestRecord:
     upstream_errors: list[tuple[str, str]] = field(default_factory=list)
     baseline_model: str | None = None   # routing: the model that would otherwise have answered
     error_kind: str | None = None       # timeout | connect | invalid | upstream_4xx | ...
+    stream_error: str | None = None     # a stream that began and then failed: timeout | broken_stream
     saved_model: str | None = None      # cache hits: the model whose call was saved
     cost_usd: float = 0.0               # what this request paid upstream (0 for a hit)
     extra: dict[str, Any] = field(default_factory=dict)  # other facts worth a log field

@@ -62,6 +62,7 @@ class FakeUpstream:
         self.calls = 0
         self.in_flight = 0
         self.max_in_flight = 0
+        self._generation = 0
         self.disconnects = 0
         self.seen: list[Seen] = []
         self._ids = itertools.count(1)
@@ -78,6 +79,7 @@ class FakeUpstream:
     def reset(self) -> None:
         self.knobs = Knobs()
         self.calls = self.in_flight = self.max_in_flight = self.disconnects = 0
+        self._generation += 1
         self.seen.clear()
 
     def set(self, **knobs: Any) -> None:
@@ -152,12 +154,17 @@ class FakeUpstream:
             return web.Response(body=b"<html>not json</html>", content_type="application/json")
         return None
 
-    def _track(self, delta: int) -> None:
+    def _track(self, delta: int, generation: int) -> None:
+        # Requests left over from before the last reset() (a slow one a test gave up on) are not
+        # counted: they would skew the next test's in-flight figures.
+        if generation != self._generation:
+            return
         self.in_flight += delta
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
-        self._track(+1)
+        generation = self._generation
+        self._track(+1, generation)
         try:
             body, knobs = await self._begin(request)
             error = self._error(knobs)
@@ -168,7 +175,7 @@ class FakeUpstream:
                 return await self._stream(request, body, knobs, text)
             return web.Response(body=orjson.dumps(self._completion(body, knobs, text)), content_type="application/json")
         finally:
-            self._track(-1)
+            self._track(-1, generation)
 
     def _usage(self, body: dict[str, Any], text: str) -> dict[str, int]:
         prompt = sum(len(str(m.get("content") or "").split()) + 3 for m in body.get("messages", []))
@@ -233,7 +240,8 @@ class FakeUpstream:
         return resp
 
     async def embeddings(self, request: web.Request) -> web.Response:
-        self._track(+1)
+        generation = self._generation
+        self._track(+1, generation)
         try:
             body, knobs = await self._begin(request)
             error = self._error(knobs)
@@ -247,7 +255,7 @@ class FakeUpstream:
                    "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
             return web.Response(body=orjson.dumps(out), content_type="application/json")
         finally:
-            self._track(-1)
+            self._track(-1, generation)
 
     async def models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{"id": "fake-model", "object": "model", "created": 0, "owned_by": self.name}]})

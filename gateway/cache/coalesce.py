@@ -21,13 +21,20 @@ class Flight:
         self._flights = flights
         self.future: asyncio.Future[Any | None] = asyncio.get_running_loop().create_future()
 
-    def done(self, answer: Any | None) -> None:
+    def resolve(self, answer: Any | None) -> None:
         """The leader's answer for its followers (None: followers go upstream on their own)."""
         if not self.future.done():
             self.future.set_result(answer)
+
+    def close(self) -> None:
+        """The flight is over (its entry, if any, is in the store): new requests read the store."""
         if self._flights._local.get(self.key) is self:
             del self._flights._local[self.key]
             self._flights._unlock(self.key)
+
+    def done(self, answer: Any | None) -> None:
+        self.resolve(answer)
+        self.close()
 
 
 class Flights:

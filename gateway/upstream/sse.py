@@ -81,11 +81,11 @@ class StreamPassthrough:
                 self.answer.response.close()  # drop the connection so the provider stops generating
             self.record.upstream_s += time.perf_counter() - started
             self.answer.release()
-        if pump.done() and not pump.cancelled() and pump.exception() is not None:
-            exc = pump.exception()
-            if not isinstance(exc, OSError):  # OSError: the client went away while we wrote
-                log.error("stream from %s failed: %r", self.answer.target.provider.name, exc)
-        await self.on_end(self.completed, self.chunks)
+            if pump.done() and not pump.cancelled() and pump.exception() is not None:
+                exc = pump.exception()
+                if not isinstance(exc, OSError):  # OSError: the client went away while we wrote
+                    log.error("stream from %s failed: %r", self.answer.target.provider.name, exc)
+            await run_after(lambda: self.on_end(self.completed, self.chunks))
 
     async def _pump(self, send) -> None:
         record = self.record
@@ -106,14 +106,17 @@ class StreamPassthrough:
                     record.first_byte_s = time.perf_counter()
         except asyncio.TimeoutError:
             error = f"the stream from provider '{provider}' timed out"
-            record.error_kind = "timeout"
+            record.error_kind = record.stream_error = "timeout"
+            record.upstream_errors.append((provider, "timeout"))
         except aiohttp.ClientError as exc:
             error = f"the stream from provider '{provider}' broke: {type(exc).__name__}"
-            record.error_kind = "broken_stream"
+            record.error_kind = record.stream_error = "broken_stream"
+            record.upstream_errors.append((provider, "broken_stream"))
         tail = b"".join(self.chunks[-2:])[-32:]
         if error is None and b"[DONE]" not in tail:
             error = f"the stream from provider '{provider}' ended before [DONE]"
-            record.error_kind = "broken_stream"
+            record.error_kind = record.stream_error = "broken_stream"
+            record.upstream_errors.append((provider, "broken_stream"))
         if carry:
             await send({"type": "http.response.body", "body": carry, "more_body": True})
         if error is not None:
@@ -147,12 +150,20 @@ class ReplayStream:
         self.after = after
 
     async def __call__(self, scope, receive, send) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": self.headers})
-        await send({"type": "http.response.body", "body": self.body, "more_body": False})
-        self.record.first_byte_s = time.perf_counter()
-        done = self.after()
-        if inspect.isawaitable(done):
-            await done
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": self.headers})
+            await send({"type": "http.response.body", "body": self.body, "more_body": False})
+            self.record.first_byte_s = time.perf_counter()
+        finally:
+            await run_after(self.after)
+
+
+async def run_after(after: Callable[[], Any]) -> None:
+    """Run what must follow a response (cache write, end of a flight, the observer) whatever
+    happened while sending it: a flight left open would hold its key."""
+    done = after()
+    if inspect.isawaitable(done):
+        await done
 
 
 async def _wait_for_disconnect(receive) -> None:
