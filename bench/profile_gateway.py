@@ -1,6 +1,6 @@
 """Profile the gateway under one scenario's load: pyinstrument (whole run) or py-spy (sampling).
 
-  .venv/bin/python bench/profile.py [--scenario passthrough-32|slow-256|exact-32|streams]
+  .venv/bin/python bench/profile_gateway.py [--scenario passthrough-32|slow-256|exact-32|streams]
                                     [--profiler pyinstrument|py-spy] [--duration 10]
 
 Starts the nginx upstream and one gateway (one worker, the bench's config), drives the load, and

@@ -151,6 +151,10 @@ def markdown(results: dict) -> str:
                 if why:
                     L.append(f"| {label_of(results, t)} | – | – | – | – | – | – | – | – | {why} |")
                 continue
+            if not r["requests"]:  # wrk saw no answer at all within the run
+                L.append(f"| {r['label']} | 0 | – | – | – | {r['errors']} | {f(r.get('cpu_pct'), 0)} | "
+                         f"{f(r.get('other_cores'))} | – | no answer within {results['settings']['duration']:g} s |")
+                continue
             L.append(f"| {r['label']} | {r['rps']:,.0f} | {r['p50']:.2f} | {r['p95']:.2f} | {r['p99']:.2f} | "
                      f"{r['errors']} | {f(r.get('cpu_pct'), 0)} | {f(r.get('other_cores'))} | "
                      f"{f(ratio(gw['rps'], r['rps']) if gw else None)} | "
@@ -257,9 +261,13 @@ def semantic_md(sem: dict) -> list[str]:
     probe = sem.get("embedder_alone")
     if probe:
         L += [f"The embedder alone (all-MiniLM-L6-v2, sentence-transformers, torch {probe['torch']} on CPU, "
-              f"{probe['torch_threads']} threads, outside the gateway): one question P50 "
-              f"**{probe['single_ms']['p50']:.1f} ms** (P95 {probe['single_ms']['p95']:.1f}, min "
-              f"{probe['single_ms']['min']:.1f}); a batch of 16 {probe['batch16_ms']:.1f} ms.", ""]
+              "outside the gateway, same machine right after the lookups):", "",
+              "| torch threads | one question P50 ms | P95 ms | min ms | batch of 16 ms |", "|---:|---:|---:|---:|---:|"]
+        for r in probe.get("runs", [probe]):
+            L.append(f"| {r['torch_threads']}{' (default)' if r['torch_threads'] == probe.get('default_threads') else ''} "
+                     f"| {r['single_ms']['p50']:.1f} | {r['single_ms']['p95']:.1f} | {r['single_ms']['min']:.1f} | "
+                     f"{r['batch16_ms']:.1f} |")
+        L.append("")
     if fill.get("metrics"):
         L += ["Gateway metrics after the fill: " + ", ".join(f"`{k}` {v:g}" for k, v in fill["metrics"].items()), ""]
     if sem.get("metrics"):

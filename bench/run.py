@@ -191,8 +191,12 @@ class Bench:
         return self._start_gateway(tag, workers, semantic)
 
     def _start_gateway(self, tag: str, workers: int, semantic: bool, wait: bool = True) -> Gateway:
-        cfg = gateway_config(self.nginx, self.start_echo(), free_port(), semantic=semantic)
-        gw = Gateway(self.work, cfg, workers=workers, tag=tag, wait=wait)
+        cfg = gateway_config(self.nginx, self.start_echo(), free_port(), semantic=semantic,
+                             semantic_timeout_ms=self.args.semantic_timeout_ms)
+        env = None
+        if self.args.embedder_threads:  # torch's (and BLAS's) intra-op threads in the gateway process
+            env = {"OMP_NUM_THREADS": str(self.args.embedder_threads), "MKL_NUM_THREADS": str(self.args.embedder_threads)}
+        gw = Gateway(self.work, cfg, workers=workers, tag=tag, wait=wait, env=env)
         if not wait:
             return gw
         self.results["startup_s"][tag] = gw.startup_s
@@ -532,6 +536,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--skip-litellm-streams", action="store_true")
     p.add_argument("--entries", type=int, default=10000, help="semantic: stored entries")
     p.add_argument("--fill-timeout", type=float, default=900)
+    p.add_argument("--semantic-timeout-ms", type=float, default=1000,
+                   help="the semantic layer's timeout_ms in the bench's config (the gateway's default is 200; "
+                        "0 keeps it): a lookup slower than this is a miss and the layer cools down for 5 s")
+    p.add_argument("--embedder-threads", type=int, default=0,
+                   help="OMP_NUM_THREADS for the gateway processes (torch's threads for the local embedder); "
+                        "0 leaves the gateway's default")
     p.add_argument("--fill-concurrency", type=int, default=4,
                    help="semantic fill: in flight (more makes the embedder miss its 200 ms timeout)")
     p.add_argument("--mix-requests", type=int, default=3000)

@@ -73,7 +73,8 @@ class Bare(Target):
         return f"http://{LOOPBACK}:{self.port}/{kind}/v1/chat/completions"
 
 
-def gateway_config(nginx: Nginx, echo_url: str | None, port: int, semantic: bool = True) -> dict:
+def gateway_config(nginx: Nginx, echo_url: str | None, port: int, semantic: bool = True,
+                   semantic_timeout_ms: float | None = None) -> dict:
     """The gateway's config: one provider per nginx location, the cache as the issue specifies."""
     def provider(base_url: str) -> dict:
         # Sized like the bare pass-through's pool, so neither queues what the other would not.
@@ -98,6 +99,8 @@ def gateway_config(nginx: Nginx, echo_url: str | None, port: int, semantic: bool
             "cacheable": "deterministic",
         },
     }
+    if semantic_timeout_ms:
+        cfg["cache"]["semantic"]["timeout_ms"] = semantic_timeout_ms
     return cfg
 
 
@@ -105,7 +108,7 @@ class Gateway(Target):
     name = "gateway"
 
     def __init__(self, workdir: Path, config: dict, workers: int = 1, tag: str = "gateway",
-                 start_timeout: float = 180, wait: bool = True):
+                 start_timeout: float = 180, wait: bool = True, env: dict[str, str] | None = None):
         self.port = config["server"]["port"]
         self.workers = workers
         self.name = tag
@@ -117,7 +120,7 @@ class Gateway(Target):
                 "--port", str(self.port), "--workers", str(workers), "--log-level", "warning"]
         # The request log (one JSON line per request, written by a background thread) goes to
         # /dev/null: a 1M-request run would otherwise leave a 600 MB file. Errors stay in the log.
-        self.proc = Proc(tag, argv, workdir / f"{tag}.log").start(stdout_to_null=True)
+        self.proc = Proc(tag, argv, workdir / f"{tag}.log", env=env).start(stdout_to_null=True)
         self.started = time.monotonic()
         self.start_timeout = start_timeout
         self.startup_s: float | None = None
