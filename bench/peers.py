@@ -22,7 +22,6 @@ PEERS = BENCH / ".peers"
 LITELLM_VERSION = os.environ.get("LITELLM_VERSION", "1.106.12")
 PORTKEY_VERSION = os.environ.get("PORTKEY_VERSION", "1.15.2")
 COMPROMISED = {"1.107.0", "1.82.7", "1.82.8"}
-HONO_NODE_SERVER = "1.14.2"
 
 LITELLM_VENV = PEERS / "litellm"
 PORTKEY_DIR = PEERS / "portkey"
@@ -61,10 +60,10 @@ def install_portkey() -> str:
     if not shutil.which("npm"):
         raise SystemExit("npm is missing: install Node.js 20 (Debian: nodejs npm)")
     PORTKEY_DIR.mkdir(parents=True, exist_ok=True)
-    # @hono/node-server after 1.14.2 makes Portkey fail every streamed answer with "TypeError:
-    # immutable" (Portkey-AI/gateway issue 1389): pin the version it was built against.
-    (PORTKEY_DIR / "package.json").write_text(json.dumps(
-        {"name": "bench-portkey", "private": True, "overrides": {"@hono/node-server": HONO_NODE_SERVER}}, indent=1))
+    # Known: on Node, Portkey 1.15.2 answers every *streamed* request with a 500 ("TypeError:
+    # immutable" in updateHeaders, Portkey-AI/gateway issues 1389 and 1550; pinning
+    # @hono/node-server to 1.14.2 does not help). JSON answers work. The report says so.
+    (PORTKEY_DIR / "package.json").write_text('{"name": "bench-portkey", "private": true}\n')
     subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--loglevel=error",
                     f"@portkey-ai/gateway@{PORTKEY_VERSION}"], cwd=PORTKEY_DIR, check=True)
     return f"@portkey-ai/gateway {installed_portkey()} installed in {PORTKEY_DIR}"

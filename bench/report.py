@@ -176,6 +176,7 @@ def markdown(results: dict) -> str:
               "| | started | streams | completed | errors | TTFT P50 ms | TTFT P95 | TTFT P99 | TTFT P99 − upstream's | "
               "stream total P50 ms | P99 | peak in flight | CPU % | others' cores |",
               "|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    notes: list[str] = []
     for ramp in ramps or []:
         st = stream_by(results, ramp)
         up = st.get("upstream")
@@ -192,11 +193,13 @@ def markdown(results: dict) -> str:
             L.append(f"| {r['label']} | {started} | {r['streams']} | {r['completed']} | {r['errors'] or 0} | {f(tt['p50'])} | "
                      f"{f(tt['p95'])} | {f(tt['p99'])} | {f(d)} | {f(tot['p50'])} | {f(tot['p99'])} | "
                      f"{r['peak_in_flight']} | {f(r.get('cpu_pct'), 0)} | {f(r.get('other_cores'))} |")
+            if r.get("note"):
+                notes.append(f"{r['label']}: {r['note']}.")
     if ramps:
         L += ["", "TTFT: from the connection's request write to the first `data:` event, measured by a raw-socket "
               "client (bench/streamclient.py), one connection per stream. *All at once*: the issue's scenario, "
               "1,000 streams opened together. *Over 1 s*: the same 1,000 started evenly over a second (1,000 new "
-              "streams/s). Total: to the end of the stream (ideal 400 ms).", ""]
+              "streams/s). Total: to the end of the stream (ideal 400 ms).", *notes, ""]
     sem = results.get("semantic")
     if sem:
         L += semantic_md(sem)

@@ -132,6 +132,9 @@ class Bench:
         res = run_json(argv(n), self.args.stream_timeout + 60)
         res.update(busy.done())
         res.update(target=target.name, label=target.label, ramp_s=ramp)
+        if target.name == "portkey" and res["completed"] == 0 and any(k.startswith("status 5") for k in res["errors"]):
+            res["note"] = ("Portkey 1.15.2 on Node answers every streamed request with 500: TypeError: immutable in "
+                           "updateHeaders (Portkey-AI/gateway issues 1389, 1550)")
         self.results["streams"].append(res)
         t = res["ttft_ms"]
         when = "at once" if not ramp else f"over {ramp:g}s"
