@@ -125,6 +125,7 @@ class Tally:
         self.errors: Counter = Counter()
         self.tokens: dict[str, list[int]] = {}  # layer -> [prompt, completion]
         self.wrong_semantic = 0
+        self.wrong_examples: list[dict[str, str]] = []
         self.checked_semantic = 0
         self.requests = 0
 
@@ -163,8 +164,11 @@ async def ask(sess, url, hdrs, text: str, model: str, tally: Tally, expect=None,
     t[1] += int(usage.get("completion_tokens") or 0)
     if layer == "hit-semantic" and expect is not None and index is not None and content.startswith("Echo: "):
         tally.checked_semantic += 1
-        if index.get(content[len("Echo: "):]) != expect:
+        answered = content[len("Echo: "):]
+        if index.get(answered) != expect:
             tally.wrong_semantic += 1
+            if len(tally.wrong_examples) < 12:
+                tally.wrong_examples.append({"asked": text, "answered": answered})
     return layer
 
 
@@ -189,7 +193,7 @@ def summary(tally: Tally, wall: float, finished: bool) -> dict:
     return {"requests": tally.requests, "finished": finished, "wall_s": wall, "layers": dict(tally.layers),
             "errors": dict(tally.errors), "latency_ms": {k: dist_ms(v) for k, v in tally.latency.items()},
             "tokens": tally.tokens, "semantic_checked": tally.checked_semantic,
-            "semantic_wrong": tally.wrong_semantic}
+            "semantic_wrong": tally.wrong_semantic, "semantic_wrong_examples": tally.wrong_examples}
 
 
 async def fill(args) -> dict:

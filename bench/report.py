@@ -125,6 +125,8 @@ def markdown(results: dict) -> str:
           f"- gateway {v['gateway']}; " + ", ".join(f"{k} {v[k]}" for k in
           ("aiohttp", "uvicorn", "starlette", "uvloop", "httptools", "orjson", "qdrant-client", "sentence-transformers", "torch")),
           f"- {v['nginx']}; {v['wrk']}; node {v['node']}; LiteLLM {v['litellm']}; Portkey {v['portkey']}",
+          f"- gateway process environment: OMP_NUM_THREADS={s.get('embedder_threads') or 'unset'} (torch threads of the "
+          f"local embedder); semantic timeout_ms {s.get('semantic_timeout_ms') or 'default (200)'}",
           f"- settings: {s['duration']:g}s per measurement after {s['warmup']:g}s warm-up, wrk 1 thread closed loop; "
           f"one uvicorn worker unless marked; every target's pool sized 1024 connections; "
           f"scenarios {', '.join(s['scenarios'])}; nice {s.get('nice', 0)}; wall time {results.get('wall_s', 0):.0f}s",
@@ -261,6 +263,10 @@ def semantic_md(sem: dict) -> list[str]:
           f"{lk['semantic_wrong']} wrong (served another question's answer). Errors: {lk['errors'] or 0}. "
           f"By wording (rephrased: other words; retyped: same words, greeting or lower case): "
           f"{lk.get('by_wording')}.", ""]
+    for ex in lk.get("semantic_wrong_examples", [])[:6]:
+        L.append(f"- wrong hit: asked “{ex['asked']}”, served the answer to “{ex['answered']}”")
+    if lk.get("semantic_wrong_examples"):
+        L.append("")
     probe = sem.get("embedder_alone")
     if probe:
         L += [f"The embedder alone (all-MiniLM-L6-v2, sentence-transformers, torch {probe['torch']} on CPU, "
@@ -305,6 +311,10 @@ def mix_md(mix: dict) -> list[str]:
     L += ["", f"Cost at gpt-4o-mini prices: **${c['no_cache']:.4f} without a cache, ${c['with_cache']:.4f} with it: "
           f"{100 * c['saved'] / max(c['no_cache'], 1e-12):.1f}% saved**. Semantic hits checked: "
           f"{mix['semantic_checked']}, wrong: {mix['semantic_wrong']}. Errors: {mix['errors'] or 0}.", ""]
+    for ex in mix.get("semantic_wrong_examples", [])[:6]:
+        L.append(f"- wrong hit: asked “{ex['asked']}”, served the answer to “{ex['answered']}”")
+    if mix.get("semantic_wrong_examples"):
+        L.append("")
     if mix.get("metrics"):
         L += ["Gateway metrics after the run: " + ", ".join(f"`{k}` {v:g}" for k, v in mix["metrics"].items()), ""]
     return L

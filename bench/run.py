@@ -542,8 +542,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--semantic-timeout-ms", type=float, default=1000,
                    help="the semantic layer's timeout_ms in the bench's config (the gateway's default is 200; "
                         "0 keeps it): a lookup slower than this is a miss and the layer cools down for 5 s")
-    p.add_argument("--embedder-threads", type=int, default=0,
-                   help="OMP_NUM_THREADS for the gateway processes (torch's threads for the local embedder); "
+    p.add_argument("--embedder-threads", type=int, default=1,
+                   help="OMP_NUM_THREADS for the gateway processes (torch's threads for the local embedder; "
+                        "default 1: with torch's default of one per core, embeds on this 2-core machine under "
+                        "load took 200+ ms and the semantic layer spent the run in its timeout cooldown); "
                         "0 leaves the gateway's default")
     p.add_argument("--fill-concurrency", type=int, default=4,
                    help="semantic fill: in flight (more makes the embedder miss its 200 ms timeout)")
