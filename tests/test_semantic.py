@@ -128,6 +128,17 @@ async def test_partitions_never_share_hits(open_cache):
     assert (await cache.lookup("tenant-b|support", REFUND_PARAPHRASE)).answer == answer("for tenant b")
 
 
+async def test_each_partition_gets_its_own_answer_to_the_same_question(open_cache):
+    # Local mode filters partitions after an unfiltered search (see store.py): many partitions
+    # holding the very same question must still each get their own answer.
+    cache = await open_cache()
+    for i in range(30):
+        await cache.store(f"tenant-{i}", REFUND, answer(f"for tenant {i}"), ttl_s=60)
+    for i in (0, 17, 29):
+        assert (await cache.lookup(f"tenant-{i}", REFUND_PARAPHRASE)).answer == answer(f"for tenant {i}")
+    assert await cache.lookup("tenant-30", REFUND) is None
+
+
 async def test_storing_the_same_question_again_replaces_its_answer(open_cache):
     cache = await open_cache()
     await cache.store("p1", REFUND, answer("old"), ttl_s=60)

@@ -34,6 +34,9 @@ __all__ = [
 
 log = logging.getLogger("gateway.cache.semantic")
 
+# Loading a local model takes seconds; probing an embeddings server should not take a minute.
+SETUP_TIMEOUT_S = 60.0
+
 STAT_NAMES = ("hits", "misses", "errors", "embedder_errors", "qdrant_errors", "skipped", "too_long", "unreadable",
               "vetoes", "judge_calls", "judge_rejects", "judge_errors", "stores", "sweeps")
 
@@ -55,8 +58,8 @@ class SemanticCache:
         self.timeout_s = config.timeout_ms / 1000
         self.judge_timeout_s = (config.verify.timeout_ms / 1000) if config.verify else 2.0
         self.stats: dict[str, int] = dict.fromkeys(STAT_NAMES, 0)
-        # Every judge call's (model, usage), hits and misses alike, for cost accounting; bounded
-        # so that nobody draining it is not a leak. drain_judge_usage() empties it.
+        # Every judge call's (model, usage), hits and misses alike, for cost accounting.
+        # drain_judge_usage() empties it; bounded, so it cannot grow if nobody drains it.
         self.judge_usage: collections.deque[tuple[str, dict[str, Any]]] = collections.deque(maxlen=10_000)
         self._embedder_guard = Guard("embedder", config.cooldown_s, config.log_interval_s)
         self._qdrant_guard = Guard("qdrant", config.cooldown_s, config.log_interval_s)
@@ -107,10 +110,9 @@ class SemanticCache:
     async def _setup(self) -> None:
         if self._dim is None:
             try:
-                # Loading a local model takes seconds; a server probe should not take a minute.
-                self._dim = await asyncio.wait_for(self.embedder.start(), 60)
+                self._dim = await asyncio.wait_for(self.embedder.start(), SETUP_TIMEOUT_S)
             except Exception as exc:
-                self._fail(self._embedder_guard, "embedder_errors", exc)
+                self._fail(self._embedder_guard, "embedder_errors", exc, SETUP_TIMEOUT_S)
                 return
             self._embedder_guard.succeeded()
         qdrant = self.config.qdrant
@@ -123,7 +125,7 @@ class SemanticCache:
         try:
             await asyncio.wait_for(store.ensure_collection(self._dim), max(self.timeout_s, 5.0))
         except Exception as exc:
-            self._fail(self._qdrant_guard, "qdrant_errors", exc)
+            self._fail(self._qdrant_guard, "qdrant_errors", exc, max(self.timeout_s, 5.0))
             try:
                 await client.close()
             except Exception:
@@ -132,11 +134,11 @@ class SemanticCache:
         self._qdrant_guard.succeeded()
         self._store = store
 
-    def _fail(self, guard: Guard, stat: str, exc: BaseException) -> None:
+    def _fail(self, guard: Guard, stat: str, exc: BaseException, timeout_s: float | None = None) -> None:
         self.stats["errors"] += 1
         self.stats[stat] += 1
         if isinstance(exc, asyncio.TimeoutError):
-            exc = TimeoutError(f"slower than {self.config.timeout_ms:g} ms")
+            exc = TimeoutError(f"slower than {(timeout_s or self.timeout_s) * 1000:g} ms")
         guard.failed(exc)
 
     # ---- the two backends, each with its timeout and cooldown --------------------------------

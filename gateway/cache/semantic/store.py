@@ -50,6 +50,17 @@ def _live(partition: str, now: float) -> models.Filter:
     ])
 
 
+LOCAL_OVERFETCH = 200
+
+
+def _candidate(point: models.ScoredPoint) -> Candidate:
+    payload = point.payload or {}
+    text, answer = payload.get("text"), payload.get("answer")
+    if not isinstance(text, str) or not isinstance(answer, dict):
+        raise StoreError(f"point {point.id} has no usable text and answer")
+    return Candidate(text, answer, float(point.score))
+
+
 class VectorStore:
     def __init__(self, client: AsyncQdrantClient, collection: str, remote: bool):
         self.client = client
@@ -74,16 +85,29 @@ class VectorStore:
 
     async def search(self, partition: str, vector: list[float], limit: int, threshold: float,
                      now: float | None = None) -> list[Candidate]:
+        now = now if now is not None else time.time()
+        if self.remote:
+            response = await self.client.query_points(
+                self.collection, query=vector, query_filter=_live(partition, now),
+                limit=limit, score_threshold=threshold, with_payload=["text", "answer"])
+            return [_candidate(point) for point in response.points]
+        # Local mode evaluates a payload filter in Python, point by point (about 30 us each: 0.3 s
+        # at 10,000 entries, blocking the event loop), while its unfiltered search is one numpy
+        # product. So take the best matches of all partitions above the threshold and filter them
+        # here. Should more than LOCAL_OVERFETCH questions of other partitions outscore this
+        # partition's, the lookup is a miss, never a wrong hit.
         response = await self.client.query_points(
-            self.collection, query=vector, query_filter=_live(partition, now if now is not None else time.time()),
-            limit=limit, score_threshold=threshold, with_payload=["text", "answer"])
+            self.collection, query=vector, limit=max(LOCAL_OVERFETCH, limit), score_threshold=threshold,
+            with_payload=["partition", "expires_at", "text", "answer"])
         out = []
         for point in response.points:
             payload = point.payload or {}
-            text, answer = payload.get("text"), payload.get("answer")
-            if not isinstance(text, str) or not isinstance(answer, dict):
-                raise StoreError(f"point {point.id} has no usable text and answer")
-            out.append(Candidate(text, answer, float(point.score)))
+            expires_at = payload.get("expires_at")
+            if payload.get("partition") != partition or not isinstance(expires_at, (int, float)) or expires_at <= now:
+                continue
+            out.append(_candidate(point))
+            if len(out) == limit:
+                break
         return out
 
     async def upsert(self, partition: str, text: str, vector: list[float], answer: dict[str, Any],
