@@ -24,7 +24,7 @@ from ...config import SemanticCacheConfig
 from .embedders import Embedder, EmbedderError, LocalEmbedder, OpenAIEmbedder, UnreadableText, make_embedder
 from .guard import Guard
 from .judge import Judge, JudgeError, LLMJudge, Verdict, make_judge
-from .store import Candidate, StoreError, VectorStore, open_client
+from .store import Candidate, VectorStore, open_client
 from .veto import veto as rule_veto
 
 __all__ = [
