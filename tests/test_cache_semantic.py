@@ -101,3 +101,17 @@ def test_semantic_is_opt_in_per_route_and_single_turn(semantic_gateway, upstream
     ask(gw, "How do I track my order?", history=history)
     assert ask(gw, "Is there a tracking number for my order and where do I find it?",
                history=history)[0]["x-gateway-cache"] == "miss"
+
+
+def test_semantic_entries_and_hits_are_in_the_metrics(semantic_gateway, upstream):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    gw = semantic_gateway
+    stored(gw, "Where can I download my invoice?")
+    ask(gw, "Where can I download my invoice?", api_key="sk-metrics")  # another tenant: a miss
+    with gw.http() as http:
+        text = http.get("/metrics").text
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(text) for s in family.samples}
+    assert samples[("gateway_cache_entries", (("layer", "semantic"),))] >= 1
+    assert samples[("gateway_cache_requests_total", (("layer", "semantic"), ("result", "hit")))] >= 1

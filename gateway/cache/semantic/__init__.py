@@ -261,6 +261,16 @@ class SemanticCache:
         self._qdrant_guard.succeeded()
         self.stats["stores"] += 1
 
+    async def count(self) -> int | None:
+        """Entries in the collection (expired ones until the sweep), or None when Qdrant is unavailable."""
+        if self._store is None or not self._qdrant_guard.available():
+            return None
+        try:
+            return await asyncio.wait_for(self._store.count(), self.timeout_s)
+        except Exception as exc:
+            self._fail(self._qdrant_guard, "qdrant_errors", exc)
+            return None
+
     def drain_judge_usage(self) -> list[tuple[str, dict[str, Any]]]:
         """The (model, usage) of every judge call since the last drain."""
         drained = list(self.judge_usage)
