@@ -176,3 +176,29 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path).start()
     yield server
     server.stop()
+
+
+def spawn_gateway_serve(config_path: Path, *args: str) -> tuple["subprocess.Popen[str]", int]:
+    """`gateway serve` as a real process on a free port, returned once /readyz says ready."""
+    import subprocess
+    import sys
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config_path), "--port", str(port),
+         "--log-level", "warning", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
+                return proc, port
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None:
+            raise RuntimeError(f"gateway serve exited: {proc.stdout.read()}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError("gateway serve did not become ready")
+        time.sleep(0.05)

@@ -6,38 +6,20 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
-import httpx
 import openai
 import pytest
 import yaml
 
-from .conftest import base_config
-from .fake_upstream import free_port
+from .conftest import base_config, spawn_gateway_serve
 
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_serve_runs_the_gateway(tmp_path, upstream, workers):
     path = tmp_path / "gateway.yaml"
     path.write_text(yaml.safe_dump(base_config(upstream)))
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "serve", "--config", str(path), "--port", str(port),
-         "--workers", str(workers), "--log-level", "warning"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
+    proc, port = spawn_gateway_serve(path, "--workers", str(workers))
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None, proc.stdout.read()
-            assert time.monotonic() < deadline, "gateway serve did not become ready"
-            time.sleep(0.1)
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0)
         for _ in range(4):
             answer = client.chat.completions.create(model="support", messages=[{"role": "user", "content": "ping"}])

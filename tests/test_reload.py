@@ -6,15 +6,12 @@ import asyncio
 import logging
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import httpx
 import yaml
 
-from .conftest import eventually
-from .fake_upstream import free_port
+from .conftest import eventually, spawn_gateway_serve
 from .routing_fakes import MESSAGES, burst, chat, fakes, fakes_started, routing_config, tap  # noqa: F401
 
 ADMIN = {"key": "sk-admin", "watch_interval_s": 0.1}
@@ -131,23 +128,10 @@ def test_circuits_of_unchanged_targets_survive_a_reload(start_gateway, fakes):
 def test_sighup_reloads_under_gateway_serve(tmp_path, fakes):
     path = tmp_path / "gateway.yaml"
     write(path, routing_config(fakes, {"support": {"targets": ["cheap-model"]}}, admin={"watch": False}))
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "serve", "--config", str(path), "--port", str(port), "--log-level", "warning"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
+    proc, port = spawn_gateway_serve(path)
     url = f"http://127.0.0.1:{port}/v1/chat/completions"
     body = {"model": "support", "messages": MESSAGES}
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, "gateway serve did not become ready"
-            time.sleep(0.05)
         assert httpx.post(url, json=body).headers["x-gateway-target"] == "cheap-model"
         write(path, routing_config(fakes, {"support": {"targets": ["mid-model"]}}, admin={"watch": False}))
         time.sleep(0.3)
