@@ -212,12 +212,14 @@ class Pipeline:
             entry = Entry(answer.target.model, data, answer.raw)
         if flight is not None:
             flight.resolve(entry)  # followers have their answer now; the store follows the reply
-        after = finish
+        after: Callable[[], Any] = finish
         if entry is not None or flight is not None:
-            async def after() -> None:
+            async def store_then_finish() -> None:
                 record.ended = time.perf_counter()  # the reply is out; the store is not the client's wait
                 await _store(cache, plan, flight, entry)
                 finish()
+
+            after = store_then_finish
         if stream:  # the provider answered a stream request with JSON: the client still gets SSE
             record.status = 200
             return ReplayStream(to_sse(data, include_usage), _answer_headers(route, answer.target.model, headers),
