@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -178,11 +180,8 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server.stop()
 
 
-def spawn_gateway_serve(config_path: Path, *args: str) -> tuple["subprocess.Popen[str]", int]:
+def spawn_gateway_serve(config_path: Path, *args: str) -> tuple[subprocess.Popen[str], int]:
     """`gateway serve` as a real process on a free port, returned once /readyz says ready."""
-    import subprocess
-    import sys
-
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config_path), "--port", str(port),
