@@ -137,9 +137,11 @@ def markdown(results: dict) -> str:
     for name, measured, met, note in targets(results):
         L.append(f"| {name} | {measured} | {'yes' if met else ('–' if met is None else '**no**')} | {note} |")
     L.append("")
+    sections: dict[str, list[str]] = {}
     for scen in ("passthrough-1", "passthrough-32", "slow-256", "exact-32"):
         if scen not in by and not any(k.endswith("/" + scen) for k in results["skipped"]):
             continue
+        start = len(L)
         rows = by.get(scen, {})
         up, bare, gw = (rows.get(t) for t in ("upstream", "bare", "gateway"))
         L += [f"## {SCEN_LABEL[scen]}", "",
@@ -172,6 +174,10 @@ def markdown(results: dict) -> str:
                      "\"simple\"}}`, which its open-source build answers with `x-portkey-cache-status: DISABLED` "
                      "(the cache is a feature of its hosted version), so its row is pass-through.")
         L.append("")
+        sections[scen] = L[start:]
+        del L[start:]
+    for scen in ("passthrough-1", "passthrough-32", "slow-256"):
+        L += sections.get(scen, [])
     ramps = sorted({s.get("ramp_s", 0.0) for s in results["streams"]})
     if ramps or any(k.endswith("/streams") for k in results["skipped"]):
         L += ["## 3. concurrent SSE streams, 20 chunks 20 ms apart (nginx echo pacing)", "",
@@ -202,6 +208,7 @@ def markdown(results: dict) -> str:
               "client (bench/streamclient.py), one connection per stream. *All at once*: the issue's scenario, "
               "1,000 streams opened together. *Over 1 s*: the same 1,000 started evenly over a second (1,000 new "
               "streams/s). Total: to the end of the stream (ideal 400 ms).", *notes, ""]
+    L += sections.get("exact-32", [])
     sem = results.get("semantic")
     if sem:
         L += semantic_md(sem)
@@ -309,8 +316,10 @@ def mix_md(mix: dict) -> list[str]:
     for k, v in sorted(mix["kind_layers"].items()):
         L.append(f"| {k} | {v} |")
     L += ["", f"Cost at gpt-4o-mini prices: **${c['no_cache']:.4f} without a cache, ${c['with_cache']:.4f} with it: "
-          f"{100 * c['saved'] / max(c['no_cache'], 1e-12):.1f}% saved**. Semantic hits checked: "
-          f"{mix['semantic_checked']}, wrong: {mix['semantic_wrong']}. Errors: {mix['errors'] or 0}.", ""]
+          f"{100 * c['saved'] / max(c['no_cache'], 1e-12):.1f}% saved** (wrong semantic hits counted as saved, "
+          f"as the gateway counts them). Semantic hits checked: {mix['semantic_checked']}, wrong: "
+          f"{mix['semantic_wrong']} ({100 * mix['semantic_wrong'] / max(1, mix['semantic_checked']):.1f}%). "
+          f"Errors: {mix['errors'] or 0}.", ""]
     for ex in mix.get("semantic_wrong_examples", [])[:6]:
         L.append(f"- wrong hit: asked “{ex['asked']}”, served the answer to “{ex['answered']}”")
     if mix.get("semantic_wrong_examples"):
