@@ -466,12 +466,13 @@ def charts(results: dict, out: Path) -> list[str]:
     mem = results.get("memory")
     if mem and mem.get("curve"):
         fig, ax = plt.subplots(figsize=(7, 4))
-        ax.plot([0] + [c["requests"] for c in mem["curve"]], [mem["idle_mb"]] + [c["rss_mb"] for c in mem["curve"]], marker=".")
+        rss = [mem["idle_mb"]] + [c["rss_mb"] for c in mem["curve"]]
+        ax.plot([0] + [c["requests"] for c in mem["curve"]], rss, marker=".")
         ax.set_xlabel("requests served")
         ax.set_ylabel("RSS, MiB")
         ax.set_title("Gateway RSS over the leak check")
         ax.grid(True, alpha=0.3)
-        ax.set_ylim(bottom=0)
+        ax.set_ylim(0, max(rss) * 1.15)
         fig.tight_layout()
         fig.savefig(out / "rss.png", dpi=120)
         plt.close(fig)
