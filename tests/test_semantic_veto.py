@@ -51,7 +51,11 @@ def test_quoted_strings_and_identifiers_are_literals():
     ("What is the daily withdrawal limit on my debit card?",
      "What is the monthly withdrawal limit on my debit card?", "differs only"),
     ("I forgot my password, how can I reset it?", "I forgot my username, how can I recover it?", "differs only"),
-    ("Do you ship to Canada?", "Do you ship to Mexico?", "differs only"),
+    ("Do you ship to Canada?", "Do you ship to Mexico?", "names differ"),
+    ("How do I reset the password on my Everest espresso machine?",
+     "I forgot the password for my Summit espresso machine, how can I reset it?", "names differ"),
+    ("Does the Mosaic lawn mower ship internationally?", "Do you deliver the Aurora lawn mower abroad?",
+     "names differ"),
     ("How do I turn on two-factor authentication?", "How do I turn off two-factor authentication?", "differs only"),
     ("忘记密码了怎么办？", "忘记支付密码了怎么办？", "differs only"),
     ("会员可以暂停吗？", "会员可以取消吗？", "differs only"),
@@ -68,6 +72,10 @@ def test_each_rule_fires_on_its_near_misses(stored, incoming, rule):
 
 @pytest.mark.parametrize("stored, incoming", [
     ("How do I reset my password?", "How can I reset my password?"),
+    ("Does the Mosaic lawn mower ship internationally?", "does the mosaic lawn mower ship internationally"),
+    ("How do I transfer money from PayPal to my bank account?",
+     "What are the steps to move funds out of PayPal into my bank?"),
+    ("How Do I Reset My Password?", "How can I reset my password?"),
     ("How long does a refund take to show up on my card?", "How many days until I see my refund on my card?"),
     ("Do you ship to Canada?", "Is delivery available to Canada?"),
     ("Can I return an item without a receipt?", "I don't have my receipt anymore, can I still send the product back?"),

@@ -6,6 +6,8 @@ candidate found by cosine similarity is served only when none of these rules fir
 - numbers differ ("limit for 4 people" / "for 12 people", "E1042" / "E1043", "twice" / "three times");
 - negation differs (one question is negated, the other is not);
 - a quoted string or code identifier on one side does not appear in the other;
+- a name (a capitalised word that does not start a sentence: "Summit" / "Everest espresso
+  machine") on one side is not mentioned on the other;
 - a minimal pair: the questions share their frame and differ in one to three content words
   ("daily" / "monthly withdrawal limit", "after it ships" / "before it ships"), or hold the same
   content words in another order ("from PayPal to my bank" / "from my bank to PayPal").
@@ -138,6 +140,40 @@ def literals(text: str) -> set[str]:
     return {f for f in found if f}
 
 
+# ---- names ---------------------------------------------------------------------------------
+
+_CAPITALIZED = re.compile(r"(?<![\w'-])[A-Z][A-Za-z0-9'-]*")
+_SENTENCE_START = re.compile(r"(?:^|[.!?:;\n]\s*|[\"'(]\s*)$")
+
+
+def names(text: str) -> frozenset[str]:
+    """Capitalised words that do not start a sentence: product, place and brand names ("Summit
+    espresso machine" / "Everest espresso machine"). Empty for Title Case Text, where every word is
+    capitalised and capitals say nothing."""
+    found = []
+    for m in _CAPITALIZED.finditer(text):
+        word = m.group()
+        if word == "I" or word in _ROMAN_VALUES or word.lower() in _NUMBER_WORDS:
+            continue  # numbers are compared by the numbers rule
+        if not _SENTENCE_START.search(text[: m.start()]):
+            found.append(word.lower())
+    if len(found) * 2 > max(1, len(text.split())):
+        return frozenset()
+    return frozenset(found)
+
+
+def _name_missing(a: Question, b: Question) -> str | None:
+    """A name on one side that the other side does not mention at all (in any case)."""
+    a_tokens, b_tokens = set(_TOKEN.findall(a.text)), set(_TOKEN.findall(b.text))
+    for name in a.names:
+        if name not in b_tokens and name not in b.text:
+            return name
+    for name in b.names:
+        if name not in a_tokens and name not in a.text:
+            return name
+    return None
+
+
 # ---- normalised questions ------------------------------------------------------------------
 
 
@@ -149,6 +185,7 @@ class Question:
     negated: bool
     numbers: Counter[float]
     literals: frozenset[str]
+    names: frozenset[str]         # capitalised names, lower-cased
     cjk: bool                     # mostly Chinese
 
     @property
@@ -188,7 +225,7 @@ def parse(raw: str) -> Question:
         words.append(token if is_cjk else _stem(token.replace("'", "")))
         content.append(not is_stop)
     return Question(text, tuple(words), tuple(content), bool(negated), numbers(nfkc),
-                    frozenset(literals(nfkc)), cjk_count * 2 > len(tokens))
+                    frozenset(literals(nfkc)), names(nfkc), cjk_count * 2 > len(tokens))
 
 
 # ---- the rules -----------------------------------------------------------------------------
@@ -252,4 +289,7 @@ def veto(stored: str, incoming: str) -> str | None:
     lit = _literal_missing(a, b)
     if lit is not None:
         return f"quoted string or identifier differs: {lit!r}"
+    name = _name_missing(a, b)
+    if name is not None:
+        return f"names differ: {name!r}"
     return minimal_pair(a, b)
