@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import time
@@ -135,6 +136,11 @@ def create_app(loaded: LoadedConfig) -> CountInFlight:
         app.state.runtime = await Runtime.start(loaded)
         app.state.reloader = Reloader(app.state, loaded.path)   # file watch, SIGHUP, /admin/reload
         app.state.reloader.start()
+        # What startup made (config, pools, an embedding model's many objects) lives as long as the
+        # process: take it out of the collector's view. Full collections over a heap with torch in
+        # it took 30-110 ms and set the tail latency; frozen, none takes over 20 ms.
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:

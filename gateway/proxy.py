@@ -24,7 +24,7 @@ from .routing import forward
 from .runtime import Route, Runtime
 from .upstream.call import JsonAnswer, StreamAnswer
 from .upstream.sse import ReplayStream, StreamPassthrough, run_after
-from .upstream.sse_codec import assemble, to_sse
+from .upstream.sse_codec import assemble, tail_usage, to_sse
 from .usage import estimate
 
 # Request headers passed on to providers, besides the request id and (sometimes) Authorization.
@@ -104,6 +104,7 @@ class Pipeline:
     async def handle(self, request: Request) -> Response:
         runtime: Runtime = request.app.state.runtime  # read once: a reload swaps it for new requests
         record = RequestRecord(request.scope["gateway.request_id"], self.endpoint)
+        record.keep_answer = request.app.state.observer.content
         finish = _finisher(request, record)
         try:
             return await self._run(request, runtime, record, finish)
@@ -188,7 +189,11 @@ class Pipeline:
             async def on_end(completed: bool, chunks: list[bytes]) -> None:
                 record.ended = time.perf_counter()
                 completion = None
-                if completed:
+                usage = tail_usage(chunks) if completed and plan is None and not record.keep_answer else None
+                if usage is not None and "prompt_tokens" in usage:  # only the usage is needed
+                    record.usage = usage
+                    record.cost_usd = cost_usd(target.pricing, usage)
+                elif completed:
                     try:
                         completion = assemble(chunks)
                     except ValueError:

@@ -45,6 +45,7 @@ class RequestRecord:
     ended: float | None = None          # when the last byte went to the client (perf_counter), if known
     # Semantic hits: (model, usage) of the judge calls the lookup made, taken off the hit's saving.
     judge_usage: list[tuple[str, dict[str, Any]]] | None = None
+    keep_answer: bool = False           # log.content is on: the answer must be read even when not cached
     messages: Any = None                # the request's messages (embeddings: input); logged only with log.content
     answer: dict[str, Any] | None = None  # the completion answered; logged only with log.content
 

@@ -32,6 +32,31 @@ def iter_events(chunks: list[bytes]) -> Iterator[dict[str, Any]]:
                 yield event
 
 
+def tail_usage(chunks: list[bytes], window: int = 8192) -> dict[str, Any] | None:
+    """The usage object of a finished stream, read from its last events only (the usage chunk comes
+    just before `[DONE]`): for streams that are not cached, parsing every event only for this cost
+    about a tenth of the gateway's time with 1,000 concurrent streams."""
+    size = 0
+    start = len(chunks)
+    while start > 0 and size < window:
+        start -= 1
+        size += len(chunks[start])
+    events = b"".join(chunks[start:]).replace(b"\r\n", b"\n").split(b"\n\n")
+    for event in reversed(events):
+        if b'"usage"' not in event:
+            continue
+        for line in event.split(b"\n"):
+            if line.startswith(b"data:"):
+                try:
+                    data = orjson.loads(line[5:])
+                except orjson.JSONDecodeError:
+                    continue  # the first event in the window may be cut
+                usage = data.get("usage") if isinstance(data, dict) else None
+                if isinstance(usage, dict):
+                    return usage
+    return None
+
+
 def assemble(chunks: list[bytes]) -> dict[str, Any] | None:
     """The chat.completion a stream amounts to, or None if it carried an error or no choices."""
     base: dict[str, Any] | None = None

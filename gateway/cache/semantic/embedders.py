@@ -164,6 +164,12 @@ class LocalEmbedder:
             from sentence_transformers import SentenceTransformer
         except ImportError:
             raise EmbedderError("the local embedder needs the 'local' extra: pip install 'llm-gateway[local]'") from None
+        if "OMP_NUM_THREADS" not in os.environ:
+            # One thread: the event loop needs the other core. With torch's default of one thread
+            # per core, an embed on a busy 2-core machine took 60-200 ms instead of about 22 ms.
+            import torch
+
+            torch.set_num_threads(1)
         try:
             loaded = SentenceTransformer(resolve_local_model(model), device="cpu", local_files_only=True)
         except Exception as exc:  # the library raises many kinds for a missing or broken model
