@@ -18,6 +18,8 @@ import time
 from collections import Counter
 from urllib.parse import urlparse
 
+from stats import dist_ms  # bench/ is on sys.path when run as a script
+
 DATA = b"data: "
 DONE = b"data: [DONE]"
 
@@ -66,19 +68,6 @@ class Stream(asyncio.Protocol):
     def connection_lost(self, exc) -> None:
         if not self.done.done():
             self.done.set_result(time.perf_counter())
-
-
-def pct(values: list[float], p: float) -> float | None:
-    if not values:
-        return None
-    s = sorted(values)
-    return s[min(len(s) - 1, max(0, int(round(p / 100 * len(s) + 0.5)) - 1))]
-
-
-def dist_ms(values: list[float]) -> dict:
-    ms = [v * 1000 for v in values]
-    return {"n": len(ms), "p50": pct(ms, 50), "p95": pct(ms, 95), "p99": pct(ms, 99),
-            "max": max(ms) if ms else None, "mean": sum(ms) / len(ms) if ms else None}
 
 
 async def run(args) -> dict:
