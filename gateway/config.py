@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union
 
@@ -346,6 +346,8 @@ class LoadedConfig:
     config: GatewayConfig
     path: str
     text: str
+    # The line of every key and list item, by its path: ("routes", "auto", "rules", 1) -> 17.
+    lines: dict[tuple[Any, ...], int] = field(default_factory=dict)
 
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -420,8 +422,8 @@ def _field_names(model: type[BaseModel], seen: set[type] | None = None) -> set[s
         return set()
     seen.add(model)
     names = set(model.model_fields)
-    for field in model.model_fields.values():
-        for arg in _walk_types(field.annotation):
+    for info in model.model_fields.values():
+        for arg in _walk_types(info.annotation):
             if isinstance(arg, type) and issubclass(arg, BaseModel):
                 names |= _field_names(arg, seen)
     return names
@@ -580,6 +582,10 @@ def _check_route_cycles(cfg: GatewayConfig, reader: _Reader) -> None:
 
 def parse_config(text: str, path: str = "<config>") -> GatewayConfig:
     """Parse YAML text into a validated config, or raise ConfigError with every problem found."""
+    return _parse(text, path)[0]
+
+
+def _parse(text: str, path: str) -> tuple[GatewayConfig, dict[_Loc, int]]:
     loader = yaml.SafeLoader(text)
     reader = _Reader(path, loader)
     try:
@@ -612,7 +618,7 @@ def parse_config(text: str, path: str = "<config>") -> GatewayConfig:
     _cross_check(cfg, reader)
     if reader.problems:
         raise ConfigError(reader.problems)
-    return cfg
+    return cfg, reader.lines
 
 
 def load_config(path: str | os.PathLike[str]) -> LoadedConfig:
@@ -621,7 +627,8 @@ def load_config(path: str | os.PathLike[str]) -> LoadedConfig:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([f"{p}:1: cannot read the config: {exc.strerror or exc}"]) from None
-    return LoadedConfig(parse_config(text, str(p)), str(p), text)
+    cfg, lines = _parse(text, str(p))
+    return LoadedConfig(cfg, str(p), text, lines)
 
 
 def default_config_path() -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 import orjson
-import yaml
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -81,28 +80,10 @@ def _step(runtime: Runtime, step: Step) -> dict[str, Any]:
     else:
         out["by"] = f"rule {step.rule + 1}"
         out["when"] = step.when
-        line = _line_of(runtime.loaded, step.route, step.rule)
+        line = runtime.loaded.lines.get(("routes", step.route, "rules", step.rule))
         if line is not None:
             out["line"] = line
     return out
-
-
-def _line_of(loaded: LoadedConfig, route: str, rule: int) -> int | None:
-    """The line of a rule in the config file, found again from the YAML nodes."""
-    try:
-        node = yaml.compose(loaded.text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
-        return None
-    for key in ("routes", route, "rules", rule):
-        if isinstance(node, yaml.MappingNode):
-            node = next((v for k, v in node.value if k.value == key), None)
-        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
-            node = node.value[key]
-        else:
-            return None
-        if node is None:
-            return None
-    return node.start_mark.line + 1
 
 
 def _target(route: Any, policy: Any, target: Any, index: int, prompt: int, output: int) -> dict[str, Any]:

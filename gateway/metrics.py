@@ -14,7 +14,6 @@ families turn them into the exposition when Prometheus asks.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import time
 from bisect import bisect_left
 from collections import deque
@@ -28,6 +27,7 @@ from prometheus_client.utils import floatToGoString
 from starlette.requests import Request
 from starlette.responses import Response
 
+from .auth import bearer_token, presents
 from .errors import GatewayError
 
 if TYPE_CHECKING:
@@ -303,10 +303,9 @@ async def metrics_endpoint(request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
     token = runtime.config.metrics.token
     if token is not None:
-        given = request.headers.get("authorization") or ""
-        presented = given[7:].strip() if given[:7].lower() == "bearer " else ""
-        if not hmac.compare_digest(presented.encode(), token.encode()):
-            raise GatewayError(401, "A valid bearer token is required for /metrics." if presented else
+        given = request.headers.get("authorization")
+        if not presents(given, token):
+            raise GatewayError(401, "A valid bearer token is required for /metrics." if bearer_token(given) else
                                "Missing bearer token in the Authorization header.",
                                "invalid_request_error", "invalid_api_key")
     body, content_type = await request.app.state.observer.exposition(runtime, request.headers.get("accept"))

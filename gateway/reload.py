@@ -9,7 +9,6 @@ once every request that may be using it is done.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import os
 import signal
@@ -24,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from .config import ConfigError, load_config
+from .auth import presents
 from .errors import GatewayError
 from .runtime import Runtime
 
@@ -195,9 +195,7 @@ def require_admin(request: Request) -> None:
     if key is None:
         raise GatewayError(403, "The admin endpoints are off: set admin.key in the config to use them.",
                            "invalid_request_error", "admin_disabled")
-    authorization = request.headers.get("authorization") or ""
-    token = authorization[7:].strip() if authorization[:7].lower() == "bearer " else ""
-    if not token or not hmac.compare_digest(token.encode(), key.encode()):
+    if not presents(request.headers.get("authorization"), key):
         raise GatewayError(401, "The admin endpoints need the admin key as a bearer token.",
                            "invalid_request_error", "invalid_api_key")
 

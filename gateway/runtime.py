@@ -6,6 +6,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping
 
+from .auth import bearer_token
 from .cache import Cache
 from .config import GatewayConfig, LoadedConfig, ModelConfig, RouteCacheConfig
 from .errors import GatewayError
@@ -116,7 +117,7 @@ class Runtime:
         """The name of the gateway key presented, or None when the gateway has no keys."""
         if not self._keys:
             return None
-        token = _bearer(authorization)
+        token = bearer_token(authorization)
         name = self._keys.get(_digest(token)) if token else None
         if name is None:
             raise GatewayError(
@@ -149,12 +150,6 @@ def _cache_carries_over(previous: Runtime, config: GatewayConfig, providers: dic
 def _targets(config: GatewayConfig, providers: dict[str, Provider]) -> dict[str, Target]:
     return {name: Target(name, model.name or name, providers[model.provider], model)
             for name, model in config.models.items()}
-
-
-def _bearer(authorization: str | None) -> str | None:
-    if authorization and authorization[:7].lower() == "bearer ":
-        return authorization[7:].strip() or None
-    return None
 
 
 def _digest(token: str) -> bytes:
