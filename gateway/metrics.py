@@ -236,16 +236,14 @@ class Collector:
         cache_requests.values = dict(m.cache_requests.values)
         if runtime is not None:
             cache = runtime.cache
-            cache_requests.values[("exact", "error")] += self._errors("exact", cache.store,
-                                                                      getattr(cache.store, "errors", 0))
+            cache_requests.values[("exact", "error")] += self._errors("exact", cache.store, cache.store.errors)
             semantic = cache.semantic
-            stats = getattr(semantic, "stats", None) if semantic is not None else None
-            errors = stats.get("errors", 0) if isinstance(stats, dict) else 0
+            errors = semantic.stats["errors"] if semantic is not None else 0
             cache_requests.values[("semantic", "error")] += self._errors("semantic", semantic, errors)
             for name, provider in runtime.providers.items():
                 in_flight.add_metric([name], provider.limiter.in_flight)
                 queue_depth.add_metric([name], provider.limiter.queued)
-            for target, ok in _health(runtime).items():
+            for target, ok in runtime.health.snapshot().items():
                 healthy.add_metric([target], 1.0 if ok else 0.0)
         families = [(cache_requests if f is m.cache_requests else f).family() for f in m.families]
         for layer, value in m.cache_entries.items():
@@ -284,18 +282,6 @@ class Collector:
         )
 
 
-def _health(runtime: "Runtime") -> dict[str, bool]:
-    """Circuit state from the routing layer's health tracker; without one no circuit ever opens."""
-    health = getattr(runtime, "health", None)
-    snapshot = getattr(health, "snapshot", None)
-    if callable(snapshot):
-        try:
-            state = snapshot()
-            if isinstance(state, dict):
-                return {str(k): bool(v) for k, v in state.items()}
-        except Exception:
-            pass
-    return {name: True for name in runtime.targets}
 
 
 async def metrics_endpoint(request: Request) -> Response:

@@ -273,12 +273,11 @@ class Observer:
         semantic = runtime.cache.semantic
         if semantic is None:
             return
-        drain = getattr(semantic, "drain_judge_usage", None)
-        if callable(drain):
-            for model, usage in drain():
-                if isinstance(usage, dict):
-                    self._spend(model, usage)
-        embedder = getattr(semantic, "embedder", None)
+        for model, usage in semantic.drain_judge_usage():
+            if isinstance(usage, dict):
+                self._spend(model, usage)
+        # Only an embedder that calls a priced model (the openai kind) has usage and a target.
+        embedder = semantic.embedder
         usage = getattr(embedder, "usage", None)
         target = getattr(embedder, "target", None)
         if isinstance(usage, dict) and target is not None:

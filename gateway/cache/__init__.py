@@ -176,6 +176,6 @@ class Cache:
     async def entries(self) -> dict[str, int | None]:
         exact = await self.store.count() if isinstance(self.store, RedisStore) else len(self.store)
         semantic = None
-        if self.semantic is not None and hasattr(self.semantic, "count"):
+        if self.semantic is not None:
             semantic = await self.semantic.count()
         return {"exact": exact, "semantic": semantic}
