@@ -1,8 +1,12 @@
-"""Bearer tokens: read from an Authorization header, compared in constant time."""
+"""Bearer tokens: read from an Authorization header, compared in constant time; the admin key."""
 
 from __future__ import annotations
 
 import hmac
+
+from starlette.requests import Request
+
+from .errors import GatewayError
 
 
 def bearer_token(authorization: str | None) -> str | None:
@@ -16,3 +20,14 @@ def presents(authorization: str | None, key: str) -> bool:
     """Whether the header carries exactly `key` as its bearer token."""
     token = bearer_token(authorization)
     return token is not None and hmac.compare_digest(token.encode(), key.encode())
+
+
+def require_admin(request: Request) -> None:
+    """The admin key from the config, as a bearer token; without one configured, admin is off."""
+    key = request.app.state.runtime.config.admin.key
+    if key is None:
+        raise GatewayError(403, "The admin endpoints are off: set admin.key in the config to use them.",
+                           "invalid_request_error", "admin_disabled")
+    if not presents(request.headers.get("authorization"), key):
+        raise GatewayError(401, "The admin endpoints need the admin key as a bearer token.",
+                           "invalid_request_error", "invalid_api_key")

@@ -13,13 +13,13 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from .cache import Cache, CachePlan
+from .auth import require_admin
+from .cache import Bypass, Cache
 from .cache.keys import exact_key, tenant_of
 from .cache.memory import MemoryStore
 from .config import LoadedConfig, RouteConfig
 from .errors import GatewayError, bad_request
-from .proxy import check_chat, parse_json_object
-from .reload import require_admin
+from .inbound.openai import check_chat, parse_json_object
 from .routing.rules import Step
 from .routing.strategies import estimated_costs, request_tokens
 from .runtime import Runtime
@@ -125,8 +125,8 @@ def _cache(runtime: Runtime, route: Any, payload: dict[str, Any], headers: Mappi
         plan = runtime.cache.plan(route.name, route.target_models, route.cache, payload, headers, tenant)
     except GatewayError as exc:
         return {"cacheable": False, "reason": exc.message, "key": key}
-    if not isinstance(plan, CachePlan):
-        return {"cacheable": False, "reason": plan, "key": key}
+    if isinstance(plan, Bypass):
+        return {"cacheable": False, "reason": plan.reason, "key": key}
     mode = route.cache.cacheable or runtime.cache.config.cacheable
     reason = "temperature is 0" if mode == "deterministic" else "the route caches every request (cacheable: always)"
     return {

@@ -1,4 +1,5 @@
-"""One JSON line per request, written to stdout off the event loop."""
+"""One JSON line per request: what it holds (`request_line`), written to stdout off the event loop
+(`LineWriter`)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,119 @@ import io
 import queue
 import sys
 import threading
-from typing import IO
+import time
+from dataclasses import dataclass
+from typing import IO, Any
+
+import orjson
+
+from .record import RequestRecord
 
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
+LEVEL_NAMES = {number: name for name, number in LEVELS.items()}
+
+
+@dataclass(slots=True)
+class Figures:
+    """What the observer worked out for a request's line, beside what its record says."""
+
+    level: int
+    total_s: float
+    ttft_s: float | None
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+    saved_usd: float
+    upstream_model: str | None   # the name the provider knows the answering model by
+
+
+class RequestLines:
+    """Formats request lines; keeps the timestamp's formatted second between lines."""
+
+    def __init__(self, content: bool = False):
+        self.content = content   # log.content: the messages and the answer's text go in too
+        self._second = -1
+        self._prefix = ""
+
+    def timestamp(self) -> str:
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._prefix}.{int((now - second) * 1000):03d}Z"
+
+    def line(self, record: RequestRecord, figures: Figures) -> bytes:
+        """The request's JSON line, newline included. `model` and `target` are the model's name in
+        the config (as the metric label `model`); `upstream_model` is the name sent upstream."""
+        status = record.status
+        error = (record.error_kind or f"http_{status}") if status >= 400 else record.stream_error
+        line: dict[str, Any] = {
+            "ts": self.timestamp(),
+            "level": LEVEL_NAMES[figures.level],
+            "event": "request",
+            "request_id": record.request_id,
+            "endpoint": record.endpoint,
+            "route": record.route,
+            "target": record.model,
+            "provider": record.provider,
+            "model": record.model,
+            "upstream_model": figures.upstream_model,
+            "status": status,
+            "cache": record.cache,
+            "stream": record.stream,
+            "latency_ms": round(figures.total_s * 1000, 3),
+            "ttft_ms": round(figures.ttft_s * 1000, 3) if figures.ttft_s is not None else None,
+            "upstream_ms": round(record.upstream_s * 1000, 3),
+            "queue_ms": round(record.queue_wait_s * 1000, 3),
+            "prompt_tokens": figures.prompt_tokens,
+            "completion_tokens": figures.completion_tokens,
+            "cached_tokens": figures.cached_tokens,
+            "tokens_estimated": record.usage_estimated,
+            "cost_usd": round(record.cost_usd, 10),
+            "saved_usd": round(figures.saved_usd, 10),
+            "retries": record.retries,
+            "fallbacks": record.fallbacks,
+            "upstream_errors": [f"{p}:{k}" for p, k in record.upstream_errors],
+            "error": error,
+            "key": key_label(record.tenant) if record.tenant is not None else None,
+        }
+        if record.coalesced:
+            line["coalesced"] = True
+        if record.similarity is not None:
+            line["similarity"] = round(record.similarity, 4)
+        if record.cache_bypass is not None:
+            line["cache_bypass"] = record.cache_bypass
+        if record.client_left:
+            line["client_left"] = True
+        if record.escalations:
+            line["escalations"] = len(record.escalations)
+            line["escalation_reasons"] = record.escalations
+            line["escalation_cost_usd"] = record.escalation_cost_usd
+        if self.content:
+            line["messages"] = record.messages
+            line["answer"] = answer_text(record.answer)
+        return orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE, default=str)
+
+
+def key_label(tenant: str | None) -> str:
+    """A gateway key's name; a client's own token only as a short hash; never a key itself."""
+    if not tenant:
+        return "anonymous"
+    if tenant.startswith("key:"):
+        return tenant[4:]
+    return tenant[:18]  # "token:" and 12 hex digits of the token's sha256
+
+
+def answer_text(answer: dict[str, Any] | None) -> str | None:
+    if not isinstance(answer, dict):
+        return None
+    parts = []
+    for choice in answer.get("choices") or ():
+        message = choice.get("message") if isinstance(choice, dict) else None
+        if isinstance(message, dict) and isinstance(message.get("content"), str):
+            parts.append(message["content"])
+    return "\n".join(parts) if parts else None
 
 
 class LineWriter:

@@ -1,9 +1,10 @@
 """Turns finished request records into metrics and log lines (off the hot path).
 
 `finish` runs on the event loop after the client has its last byte, once per request: it only
-adds to the metrics' per-label dicts and queues one JSON line for the log thread.
-The observer outlives config reloads; settings that come from the config (prices, log level,
-quantile window) are re-read when the app's runtime changes.
+adds to the metrics' per-label dicts and queues one JSON line for the log thread. It is given the
+runtime that served the request, so a request that ends after a reload is priced with the models
+it ran on. The observer outlives config reloads; its own settings (log level and content,
+per-key labels, quantile window) follow the config the reloader hands it (`use`).
 """
 
 from __future__ import annotations
@@ -12,10 +13,8 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Callable, TextIO
 
-import orjson
-
 from .config import GatewayConfig, ModelConfig
-from .logs import LEVELS, LineWriter
+from .logs import LEVELS, Figures, LineWriter, RequestLines, key_label
 from .metrics import Metrics
 from .pricing import cost_usd, has_prices
 from .record import RequestRecord
@@ -29,30 +28,26 @@ NONE = "none"  # label value when a request never got that far (no route, no pro
 STATUS_CLASS = tuple(f"{i}xx" for i in range(10))
 QUEUE_KINDS = frozenset({"queue_full", "queue_timeout"})
 INFO, WARNING, ERROR = LEVELS["info"], LEVELS["warning"], LEVELS["error"]
-LEVEL_NAMES = {INFO: "info", WARNING: "warning", ERROR: "error"}
 
 
 class Observer:
     def __init__(self, config: GatewayConfig, runtime: "Callable[[], Runtime | None]",
                  stream: TextIO | None = None):
-        self._runtime = runtime
+        # The live runtime is read at scrape time only (gauges); requests come with their own.
         self.metrics = Metrics(runtime, config.metrics.quantile_window_s)
         self.log = LineWriter(stream)
+        self.lines = RequestLines()
         self._priced: set[str] = set()
         self._unpriced: set[str] = set()  # counted once, ever
         self._embedder: Any = None
         self._embedded = 0
-        self._ts_second = -1
-        self._ts_prefix = ""
-        self._config: GatewayConfig | None = None
-        self._apply(config)
+        self.use(config)
 
-    def _apply(self, config: GatewayConfig) -> None:
-        self._config = config
-        self.models: dict[str, ModelConfig] = config.models
+    def use(self, config: GatewayConfig) -> None:
+        """The settings of a config that now serves new requests (at start and on each reload)."""
         self._priced = set()
         self.min_level = LEVELS[config.log.level]
-        self.content = config.log.content
+        self.content = self.lines.content = config.log.content
         self.per_key = config.metrics.per_key_labels
         self.metrics.set_quantile_window(config.metrics.quantile_window_s)
 
@@ -61,18 +56,17 @@ class Observer:
 
     # ---- per request -------------------------------------------------------------------------
 
-    def finish(self, record: RequestRecord) -> None:
-        """Called exactly once per request, after the last byte went to the client."""
+    def finish(self, record: RequestRecord, runtime: "Runtime") -> None:
+        """Called exactly once per request, after the last byte went to the client, with the
+        runtime that served it."""
         try:
-            self._finish(record)
+            self._finish(record, runtime)
         except Exception:  # accounting must never break serving
             log.exception("could not observe request %s", record.request_id)
 
-    def _finish(self, record: RequestRecord) -> None:
+    def _finish(self, record: RequestRecord, runtime: "Runtime") -> None:
         now = time.perf_counter()
-        runtime = self._runtime()
-        if runtime is not None and runtime.config is not self._config:
-            self._apply(runtime.config)
+        models = runtime.config.models
         m = self.metrics
         total = (record.ended or now) - record.started
         route = record.route or NONE
@@ -121,32 +115,35 @@ class Observer:
         if usage is not None:
             prompt, completion, cached = _tokens(usage)
             if hit:
-                saved = self._hit_saving(record, usage)
+                saved = self._hit_saving(models, record, usage)
             elif upstream:
                 self._count_tokens(model, provider, prompt, completion, cached, record.usage_estimated)
                 _add(m.cost.values, (model, provider), record.cost_usd)
                 if model not in self._priced:
-                    self._check_priced(model)
+                    self._check_priced(models, model)
                 if record.baseline_model and record.baseline_model != model:
-                    saved = self._routing_saving(record, usage)
+                    saved = self._routing_saving(models, record, usage)
         if self.per_key:
             self._count_key(record, status_class, upstream and usage is not None, prompt, completion)
 
         level = ERROR if status >= 500 else WARNING if status >= 400 or stream_error else INFO
         if level >= self.min_level:
-            self._log_line(record, level, total, ttft, prompt, completion, cached, saved, stream_error)
+            config = models.get(record.model) if record.model is not None else None
+            upstream_model = (config.name or record.model) if config is not None else record.model
+            self.log.write(self.lines.line(record, Figures(level, total, ttft, prompt, completion, cached, saved,
+                                                           upstream_model)))
 
-    def _count_cache(self, record: RequestRecord, runtime: "Runtime | None") -> None:
+    def _count_cache(self, record: RequestRecord, runtime: "Runtime") -> None:
         counts = self.metrics.cache_counts
         layers = record.cache_layers
         for key in layers.items():
             if key in counts:
                 counts[key] += 1
         # Bypassed: the plan said so, or `Cache-Control: no-cache` skipped the lookup.
-        bypassed = "cache_bypass" in record.extra or (record.cache == "miss" and "exact" not in layers)
+        bypassed = record.cache_bypass is not None or (record.cache == "miss" and "exact" not in layers)
         if bypassed:
             counts[("exact", "bypass")] += 1
-        semantic_on = runtime is not None and runtime.cache.semantic is not None
+        semantic_on = runtime.cache.semantic is not None
         if semantic_on and "semantic" not in layers and (bypassed or layers.get("exact") == "miss"):
             counts[("semantic", "bypass")] += 1  # not consulted although the exact layer did not answer
 
@@ -166,101 +163,47 @@ class Observer:
     def _count_key(self, record: RequestRecord, status_class: str, spent: bool, prompt: int,
                    completion: int) -> None:
         m = self.metrics
-        label = _key_label(record.tenant)
+        label = key_label(record.tenant)
         _add(m.key_requests.values, (label, status_class), 1)
         if spent:
             _add(m.key_tokens.values, (label, "prompt"), prompt)
             _add(m.key_tokens.values, (label, "completion"), completion)
             _add(m.key_cost.values, (label,), record.cost_usd)
 
-    def _price(self, model: str, usage: dict[str, Any]) -> float:
-        config = self.models.get(model)
-        self._check_priced(model)
+    def _price(self, models: dict[str, ModelConfig], model: str, usage: dict[str, Any]) -> float:
+        config = models.get(model)
+        self._check_priced(models, model)
         return cost_usd(config, usage) if config is not None else 0.0
 
-    def _check_priced(self, model: str) -> None:
+    def _check_priced(self, models: dict[str, ModelConfig], model: str) -> None:
         if model in self._priced or model in self._unpriced:
             return
-        config = self.models.get(model)
+        config = models.get(model)
         if config is not None and has_prices(config):
             self._priced.add(model)
         else:
             self._unpriced.add(model)
             _add(self.metrics.unpriced.values, (model,), 1)
 
-    def _hit_saving(self, record: RequestRecord, usage: dict[str, Any]) -> float:
+    def _hit_saving(self, models: dict[str, ModelConfig], record: RequestRecord, usage: dict[str, Any]) -> float:
         """What the cached answer would have cost, less what the judge cost to allow it."""
         model = record.saved_model or record.model or NONE
-        saved = self._price(model, usage)
+        saved = self._price(models, model, usage)
         for judge_model, judge_usage in record.judge_usage or ():
             if isinstance(judge_usage, dict):
-                saved -= self._price(judge_model, judge_usage)
+                saved -= self._price(models, judge_model, judge_usage)
         saved = max(0.0, saved)  # a counter never goes down: a judge dearer than the answer saves 0
         _add(self.metrics.saved.values, (model,), saved)
         return saved
 
-    def _routing_saving(self, record: RequestRecord, usage: dict[str, Any]) -> float:
+    def _routing_saving(self, models: dict[str, ModelConfig], record: RequestRecord, usage: dict[str, Any]) -> float:
         """Routing answered with a cheaper model than the baseline: the difference, same tokens."""
         baseline = record.baseline_model or NONE
-        saved = self._price(baseline, usage) - record.cost_usd
+        saved = self._price(models, baseline, usage) - record.cost_usd
         if saved <= 0:
             return 0.0
         _add(self.metrics.saved.values, (baseline,), saved)
         return saved
-
-    def _log_line(self, record: RequestRecord, level: int, total: float, ttft: float | None, prompt: int,
-                  completion: int, cached: int, saved: float, stream_error: str | None) -> None:
-        target = record.model
-        config = self.models.get(target) if target is not None else None
-        status = record.status
-        error = (record.error_kind or f"http_{status}") if status >= 400 else stream_error
-        line: dict[str, Any] = {
-            "ts": self._timestamp(),
-            "level": LEVEL_NAMES[level],
-            "event": "request",
-            "request_id": record.request_id,
-            "endpoint": record.endpoint,
-            "route": record.route,
-            "target": target,
-            "provider": record.provider,
-            "model": (config.name or target) if config is not None else target,
-            "status": status,
-            "cache": record.cache,
-            "stream": record.stream,
-            "latency_ms": round(total * 1000, 3),
-            "ttft_ms": round(ttft * 1000, 3) if ttft is not None else None,
-            "upstream_ms": round(record.upstream_s * 1000, 3),
-            "queue_ms": round(record.queue_wait_s * 1000, 3),
-            "prompt_tokens": prompt,
-            "completion_tokens": completion,
-            "cached_tokens": cached,
-            "tokens_estimated": record.usage_estimated,
-            "cost_usd": round(record.cost_usd, 10),
-            "saved_usd": round(saved, 10),
-            "retries": record.retries,
-            "fallbacks": record.fallbacks,
-            "upstream_errors": [f"{p}:{k}" for p, k in record.upstream_errors],
-            "error": error,
-            "key": _key_label(record.tenant) if record.tenant is not None else None,
-        }
-        if record.coalesced:
-            line["coalesced"] = True
-        if record.similarity is not None:
-            line["similarity"] = round(record.similarity, 4)
-        for name, value in record.extra.items():
-            line.setdefault(name, value)
-        if self.content:
-            line["messages"] = record.messages
-            line["answer"] = _answer_text(record.answer)
-        self.log.write(orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE, default=str))
-
-    def _timestamp(self) -> str:
-        now = time.time()
-        second = int(now)
-        if second != self._ts_second:
-            self._ts_second = second
-            self._ts_prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        return f"{self._ts_prefix}.{int((now - second) * 1000):03d}Z"
 
     # ---- scrape time and config -------------------------------------------------------------
 
@@ -273,9 +216,10 @@ class Observer:
         semantic = runtime.cache.semantic
         if semantic is None:
             return
+        models = runtime.config.models
         for model, usage in semantic.drain_judge_usage():
             if isinstance(usage, dict):
-                self._spend(model, usage)
+                self._spend(models, model, usage)
         # Only an embedder that calls a priced model (the openai kind) has usage and a target.
         embedder = semantic.embedder
         usage = getattr(embedder, "usage", None)
@@ -285,15 +229,15 @@ class Observer:
             if embedder is not self._embedder:
                 self._embedder, self._embedded = embedder, 0
             if embedded > self._embedded:
-                self._spend(target.model, {"prompt_tokens": embedded - self._embedded})
+                self._spend(models, target.model, {"prompt_tokens": embedded - self._embedded})
                 self._embedded = embedded
 
-    def _spend(self, model: str, usage: dict[str, Any]) -> None:
-        config = self.models.get(model)
+    def _spend(self, models: dict[str, ModelConfig], model: str, usage: dict[str, Any]) -> None:
+        config = models.get(model)
         provider = config.provider if config is not None else NONE
         prompt, completion, cached = _tokens(usage)
         self._count_tokens(model, provider, prompt, completion, cached, False)
-        _add(self.metrics.cost.values, (model, provider), self._price(model, usage))
+        _add(self.metrics.cost.values, (model, provider), self._price(models, model, usage))
 
     def config_reloaded(self, result: str) -> None:
         """Called once per config reload attempt: result is "success" or "failure"."""
@@ -312,23 +256,3 @@ def _tokens(usage: dict[str, Any]) -> tuple[int, int, int]:
     details = usage.get("prompt_tokens_details")
     cached = _int(details.get("cached_tokens")) if isinstance(details, dict) else 0
     return _int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens")), cached
-
-
-def _key_label(tenant: str | None) -> str:
-    """A gateway key's name; a client's own token only as a short hash; never a key itself."""
-    if not tenant:
-        return "anonymous"
-    if tenant.startswith("key:"):
-        return tenant[4:]
-    return tenant[:18]  # "token:" and 12 hex digits of the token's sha256
-
-
-def _answer_text(answer: dict[str, Any] | None) -> str | None:
-    if not isinstance(answer, dict):
-        return None
-    parts = []
-    for choice in answer.get("choices") or ():
-        message = choice.get("message") if isinstance(choice, dict) else None
-        if isinstance(message, dict) and isinstance(message.get("content"), str):
-            parts.append(message["content"])
-    return "\n".join(parts) if parts else None

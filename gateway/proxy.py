@@ -1,8 +1,8 @@
 """The request pipeline for /v1/chat/completions and /v1/embeddings.
 
-parse -> authenticate -> resolve the route -> cache (exact, semantic, single-flight)
+parse -> authenticate -> resolve the route -> ask the cache (hit, lead or bypass)
       -> forward (targets, slots, fallbacks) -> answer (JSON, passthrough stream or replay)
-      -> after the last byte: cache write, usage and cost, the observer.
+      -> after the last byte: the lead completed (cache write), usage and cost, the observer.
 """
 
 from __future__ import annotations
@@ -10,89 +10,28 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
-import orjson
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response
 
-from .cache import CachePlan, Entry
-from .cache.coalesce import Flight
+from .cache import Bypass, Hit, Lead
 from .cache.keys import tenant_of
-from .errors import GatewayError, bad_request
+from .errors import GatewayError
+from .inbound.body import read_body, request_headers
+from .inbound.openai import check_chat, check_embeddings, parse_json_object, wants_usage
 from .pricing import cost_usd
 from .record import RequestRecord
 from .routing import forward
-from .runtime import Route, Runtime
+from .routing.route import Route
+from .runtime import Runtime
 from .upstream.call import JsonAnswer, StreamAnswer
+from .upstream.request import UpstreamRequest
 from .upstream.sse import ReplayStream, StreamPassthrough, run_after
 from .upstream.sse_codec import assemble, tail_usage, to_sse
+from .upstream.target import Target
 from .usage import estimate
 
 # Request headers passed on to providers, besides the request id and (sometimes) Authorization.
 TRACE_HEADERS = ("traceparent", "tracestate")
-
-
-async def read_body(request: Request, headers: dict[str, str], limit: int) -> bytes:
-    declared = headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _too_large(limit)
-    receive = request.receive
-    chunks = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            raise ClientDisconnect()
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-def request_headers(scope: dict[str, Any]) -> dict[str, str]:
-    """The request's headers as a plain dict, built once (ASGI servers lower-case the names)."""
-    return {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
-
-
-def _too_large(limit: int) -> GatewayError:
-    return GatewayError(413, f"The request body is larger than the gateway's limit of {limit} bytes.",
-                        "invalid_request_error", "request_too_large")
-
-
-def parse_json_object(body: bytes) -> dict[str, Any]:
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise bad_request(f"The request body is not valid JSON: {exc}") from None
-    if not isinstance(payload, dict):
-        raise bad_request("The request body must be a JSON object.")
-    model = payload.get("model")
-    if not isinstance(model, str) or not model:
-        raise bad_request("'model' is required and must be a non-empty string.", "model")
-    return payload
-
-
-def check_chat(payload: dict[str, Any]) -> None:
-    messages = payload.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise bad_request("'messages' is required and must be a non-empty array.", "messages")
-    for i, message in enumerate(messages):
-        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-            raise bad_request(f"messages[{i}] must be an object with a string 'role'.", f"messages[{i}]")
-    stream = payload.get("stream")
-    if stream is not None and not isinstance(stream, bool):
-        raise bad_request("'stream' must be a boolean.", "stream")
-    options = payload.get("stream_options")
-    if options is not None and not isinstance(options, dict):
-        raise bad_request("'stream_options' must be an object.", "stream_options")
-
-
-def check_embeddings(payload: dict[str, Any]) -> None:
-    given = payload.get("input")
-    if not isinstance(given, (str, list)) or not given:
-        raise bad_request("'input' is required and must be a string or a non-empty array.", "input")
 
 
 class Pipeline:
@@ -105,7 +44,7 @@ class Pipeline:
         runtime: Runtime = request.app.state.runtime  # read once: a reload swaps it for new requests
         record = RequestRecord(request.scope["gateway.request_id"], self.endpoint)
         record.keep_answer = request.app.state.observer.content
-        finish = _finisher(request, record)
+        finish = _finisher(request, record, runtime)
         try:
             return await self._run(request, runtime, record, finish)
         except GatewayError as exc:
@@ -132,56 +71,38 @@ class Pipeline:
         if client_auth and not runtime.auth_required:
             upstream_headers["authorization"] = client_auth
         if self.endpoint != "chat":
-            answer = await forward(route, payload, self.path, False, upstream_headers, record)
+            answer = await forward(route, UpstreamRequest(payload, self.path, False, upstream_headers, record))
             assert isinstance(answer, JsonAnswer)
             return self._json(answer, route, record, {}, finish)
 
         stream = record.stream = payload.get("stream") is True
-        include_usage = bool(stream and (payload.get("stream_options") or {}).get("include_usage"))
-        plan = runtime.cache.plan(route.name, route.target_models, route.cache, payload, headers, record.tenant)
-        if isinstance(plan, str):
-            record.extra["cache_bypass"] = plan
-            return await self._upstream(runtime, route, payload, upstream_headers, record, finish, None, None)
-
-        cache = runtime.cache
+        include_usage = wants_usage(payload)
+        # A stream is always asked for its usage chunk, to count it; the client sees it only if it asked.
+        upstream = UpstreamRequest(payload, self.path, stream, upstream_headers, record,
+                                   ask_usage=stream and not include_usage)
+        found = await runtime.cache.consult(route.name, route.target_models, route.cache, payload, headers,
+                                            record.tenant)
+        if isinstance(found, Bypass):
+            record.cache_bypass = found.reason
+            return await self._upstream(route, upstream, include_usage, finish, None)
         record.cache = "miss"
-        if plan.lookup:
-            entry = await cache.get(plan.key)
-            record.cache_layers["exact"] = "hit" if entry else "miss"
-            if entry is not None:
-                return self._hit(entry, "hit-exact", None, route, plan, record, include_usage, finish)
-            if plan.partition is not None:
-                hit = await cache.lookup_semantic(plan)
-                record.cache_layers["semantic"] = "hit" if hit else "miss"
-                if hit is not None:
-                    entry, semantic_hit = hit
-                    record.judge_usage = semantic_hit.judge_usage
-                    return self._hit(entry, "hit-semantic", semantic_hit.similarity, route, plan, record,
-                                     include_usage, finish)
-        flight, shared = await cache.flights.join(plan.key)
-        if shared is not None:
-            record.coalesced = True
-            return self._hit(shared, "hit-exact", None, route, plan, record, include_usage, finish)
+        record.cache_layers = found.layers
+        if isinstance(found, Hit):
+            return self._hit(found, route, record, include_usage, finish)
         try:
-            return await self._upstream(runtime, route, payload, upstream_headers, record, finish, plan, flight)
+            return await self._upstream(route, upstream, include_usage, finish, found)
         except BaseException:
-            if flight is not None:
-                flight.done(None)  # followers go upstream on their own
+            found.abandon()  # followers go upstream on their own
             raise
 
-    async def _upstream(self, runtime: Runtime, route: Route, payload: dict[str, Any],
-                        upstream_headers: dict[str, str], record: RequestRecord, finish: Callable[[], None],
-                        plan: CachePlan | None, flight: Flight | None) -> Response:
-        stream = record.stream
-        include_usage = bool(stream and (payload.get("stream_options") or {}).get("include_usage"))
-        strip_usage = stream and not include_usage
-        if strip_usage:  # ask for usage anyway, to count it; the client will not see it
-            payload["stream_options"] = {**(payload.get("stream_options") or {}), "include_usage": True}
-        answer = await forward(route, payload, self.path, stream, upstream_headers, record)
-        cache = runtime.cache
+    async def _upstream(self, route: Route, upstream: UpstreamRequest, include_usage: bool,
+                        finish: Callable[[], None], lead: Lead | None) -> Response:
+        """Forward; the lead (if any) is answered and completed once the client has its answer."""
+        record, payload = upstream.record, upstream.payload
+        answer = await forward(route, upstream)
         headers = {"x-gateway-cache": record.cache}
-        if plan is not None:
-            headers["x-gateway-cache-key"] = plan.key
+        if lead is not None:
+            headers["x-gateway-cache-key"] = lead.key
 
         if isinstance(answer, StreamAnswer):
             target = answer.target
@@ -189,7 +110,7 @@ class Pipeline:
             async def on_end(completed: bool, chunks: list[bytes]) -> None:
                 record.ended = time.perf_counter()
                 completion = None
-                usage = tail_usage(chunks) if completed and plan is None and not record.keep_answer else None
+                usage = tail_usage(chunks) if completed and lead is None and not record.keep_answer else None
                 if usage is not None and "prompt_tokens" in usage:  # only the usage is needed
                     record.usage = usage
                     record.cost_usd = cost_usd(target.pricing, usage)
@@ -198,34 +119,31 @@ class Pipeline:
                         completion = assemble(chunks)
                     except ValueError:
                         completion = None
-                entry = None
                 if completion is not None:
                     self._count_usage(record, payload, completion, target)
-                    if plan is not None and cache.storable(plan, completion):
-                        entry = Entry(target.model, completion)
                 record.status = 200
-                await _store(cache, plan, flight, entry)
+                if lead is not None:
+                    lead.answer(target.model, completion)
+                    await lead.complete()
                 finish()
 
             return StreamPassthrough(answer, _answer_headers(route, target.model, headers), record,
-                                     strip_usage, on_end)
+                                     upstream.ask_usage, on_end)
 
         data = answer.data
         self._count_usage(record, payload, data, answer.target)
-        entry = None
-        if plan is not None and answer.status == 200 and cache.storable(plan, data):
-            entry = Entry(answer.target.model, data, answer.raw)
-        if flight is not None:
-            flight.resolve(entry)  # followers have their answer now; the store follows the reply
         after: Callable[[], Any] = finish
-        if entry is not None or flight is not None:
-            async def store_then_finish() -> None:
+        if lead is not None:
+            # Followers have their answer now; the store follows the reply.
+            lead.answer(answer.target.model, data if answer.status == 200 else None, answer.raw)
+
+            async def complete_then_finish() -> None:
                 record.ended = time.perf_counter()  # the reply is out; the store is not the client's wait
-                await _store(cache, plan, flight, entry)
+                await lead.complete()
                 finish()
 
-            after = store_then_finish
-        if stream:  # the provider answered a stream request with JSON: the client still gets SSE
+            after = complete_then_finish
+        if upstream.stream:  # the provider answered a stream request with JSON: the client still gets SSE
             record.status = 200
             return ReplayStream(to_sse(data, include_usage), _answer_headers(route, answer.target.model, headers),
                                 record, after)
@@ -242,7 +160,7 @@ class Pipeline:
         return Answered(answer.raw, answer.status, headers, after)
 
     def _count_usage(self, record: RequestRecord, payload: dict[str, Any], completion: dict[str, Any],
-                     target: Any) -> None:
+                     target: Target) -> None:
         usage = completion.get("usage")
         if not isinstance(usage, dict) or "prompt_tokens" not in usage:
             usage = estimate(payload, completion)
@@ -251,24 +169,26 @@ class Pipeline:
         record.cost_usd = cost_usd(target.pricing, usage)
         record.answer = completion
 
-    def _hit(self, entry: Entry, kind: str, similarity: float | None, route: Route, plan: CachePlan,
-             record: RequestRecord, include_usage: bool, finish: Callable[[], None]) -> Response:
-        completion = entry.completion
-        model = entry.model or route.targets[0].model
-        record.cache = kind
+    def _hit(self, hit: Hit, route: Route, record: RequestRecord, include_usage: bool,
+             finish: Callable[[], None]) -> Response:
+        completion = hit.entry.completion
+        model = hit.entry.model or route.targets[0].model
+        record.cache = hit.kind
+        record.coalesced = hit.coalesced
         record.status = 200
         record.model = record.saved_model = model
-        record.similarity = similarity
+        record.similarity = hit.similarity
+        record.judge_usage = hit.judge_usage
         record.answer = completion
         usage = completion.get("usage")
         record.usage = usage if isinstance(usage, dict) else None
-        headers = _answer_headers(route, model, {"x-gateway-cache": kind, "x-gateway-cache-key": plan.key})
-        if similarity is not None:
-            headers["x-gateway-similarity"] = f"{similarity:.4f}"
+        headers = _answer_headers(route, model, {"x-gateway-cache": hit.kind, "x-gateway-cache-key": hit.key})
+        if hit.similarity is not None:
+            headers["x-gateway-similarity"] = f"{hit.similarity:.4f}"
         if record.stream:
             return ReplayStream(to_sse(completion, include_usage), headers, record, finish)
         headers["x-gateway-cost-usd"] = "0.00000000"
-        return Answered(entry.body, 200, headers, finish)
+        return Answered(hit.entry.body, 200, headers, finish)
 
 
 class Answered(Response):
@@ -288,29 +208,17 @@ class Answered(Response):
             await run_after(self.after)
 
 
-async def _store(cache: Any, plan: CachePlan | None, flight: Flight | None, entry: Entry | None) -> None:
-    """Store the entry, then end the flight: until the entry can be read, an identical request still
-    finds the flight and gets the entry from it, here and (through the lock) on other replicas."""
-    if flight is not None:
-        flight.resolve(entry)
-    try:
-        if entry is not None and plan is not None:
-            await cache.put(plan, entry)
-    finally:
-        if flight is not None:
-            flight.close()
-
-
 def _answer_headers(route: Route, target: str, extra: dict[str, str]) -> dict[str, str]:
     return {"x-gateway-route": route.name, "x-gateway-target": target, **extra}
 
 
-def _finisher(request: Request, record: RequestRecord) -> Callable[[], None]:
+def _finisher(request: Request, record: RequestRecord, runtime: Runtime) -> Callable[[], None]:
+    """The request's last step: the observer, told which runtime served it."""
     observer = request.app.state.observer
 
     def finish() -> None:
         if record.ended is None:
             record.ended = time.perf_counter()
-        observer.finish(record)
+        observer.finish(record, runtime)
 
     return finish

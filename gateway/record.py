@@ -41,7 +41,11 @@ class RequestRecord:
     stream_error: str | None = None     # a stream that began and then failed: timeout | broken_stream
     saved_model: str | None = None      # cache hits: the model whose call was saved
     cost_usd: float = 0.0               # what this request paid upstream (0 for a hit)
-    extra: dict[str, Any] = field(default_factory=dict)  # other facts worth a log field
+    cache_bypass: str | None = None     # why the cache was not consulted ("temperature is not 0", ...)
+    client_left: bool = False           # a stream whose client disconnected before its end
+    # Cascade: one "model:reason" per answer checked and rejected, and what those answers cost.
+    escalations: list[str] = field(default_factory=list)
+    escalation_cost_usd: float = 0.0
     ended: float | None = None          # when the last byte went to the client (perf_counter), if known
     # Semantic hits: (model, usage) of the judge calls the lookup made, taken off the hit's saving.
     judge_usage: list[tuple[str, dict[str, Any]]] | None = None

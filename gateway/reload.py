@@ -22,9 +22,8 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from .auth import require_admin
 from .config import ConfigError, load_config
-from .auth import presents
-from .errors import GatewayError
 from .runtime import Runtime
 
 log = logging.getLogger("gateway.reload")
@@ -133,6 +132,7 @@ class Reloader:
         if loaded.config.server != current.config.server:
             log.warning("config reload (%s): changes under server: take effect on the next restart", trigger)
         self.state.runtime = runtime
+        self.state.observer.use(loaded.config)   # requests in flight keep the runtime they started on
         task = asyncio.create_task(self._retire(current, runtime, self._last_retire), name="gateway-retire")
         self._retiring[task] = (current, runtime)
         self._last_retire = task
@@ -188,17 +188,6 @@ def _read(path: Path) -> str | None:
 
 
 # ---- the admin endpoints ------------------------------------------------------------------------
-
-def require_admin(request: Request) -> None:
-    """The admin key from the config, as a bearer token; without one configured, admin is off."""
-    key = request.app.state.runtime.config.admin.key
-    if key is None:
-        raise GatewayError(403, "The admin endpoints are off: set admin.key in the config to use them.",
-                           "invalid_request_error", "admin_disabled")
-    if not presents(request.headers.get("authorization"), key):
-        raise GatewayError(401, "The admin endpoints need the admin key as a bearer token.",
-                           "invalid_request_error", "invalid_api_key")
-
 
 async def admin_reload(request: Request) -> Response:
     require_admin(request)

@@ -1,44 +1,23 @@
-"""What a loaded config becomes at run time: providers with open pools, resolved routes, keys."""
+"""What a loaded config becomes at run time: providers with open pools, resolved routes, keys.
+
+The composition root: it builds on upstream/, routing/ and cache/, and none of them imports it.
+"""
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
 from .auth import bearer_token
 from .cache import Cache
-from .config import GatewayConfig, LoadedConfig, ModelConfig, RouteCacheConfig
+from .config import GatewayConfig, LoadedConfig
 from .errors import GatewayError
+from .routing.health import Health
+from .routing.route import Route
+from .routing.rules import Step
+from .routing.table import RouteTable
 from .upstream.client import Provider
-
-if TYPE_CHECKING:
-    from .routing.health import Health
-    from .routing.policy import Policy
-    from .routing.rules import Picker, Step
-
-
-@dataclass(frozen=True)
-class Target:
-    """One model a route may call: the name clients know it by, and what goes upstream."""
-
-    model: str
-    upstream_model: str
-    provider: Provider
-    pricing: ModelConfig
-
-
-@dataclass(frozen=True)
-class Route:
-    name: str
-    targets: tuple[Target, ...]
-    cache: RouteCacheConfig = field(default_factory=RouteCacheConfig)
-    policy: "Policy | None" = None    # how targets are ordered, retried, fallen back on
-    picker: "Picker | None" = None    # rules/alias routes: which route runs instead (no targets)
-
-    @property
-    def target_models(self) -> list[str]:
-        return [t.model for t in self.targets]
+from .upstream.target import Target
 
 
 class Runtime:
@@ -49,9 +28,6 @@ class Runtime:
         self.cache = cache
         self.max_body_bytes = self.config.server.max_body_bytes
         self.targets = _targets(self.config, providers)
-        # Imported here: routing reaches upstream.call, which imports this module for Target.
-        from .routing.table import RouteTable
-
         self.table = RouteTable(self.config, self.targets)
         self.routes: dict[str, Route] = self.table.routes
         self.health: Health = self.table.health   # circuit per target; `health.snapshot()` for metrics
@@ -104,7 +80,7 @@ class Runtime:
             await self.cache.close()
 
     def resolve(self, model: str, payload: dict[str, Any] | None = None,
-                headers: Mapping[str, str] | None = None, trace: "list[Step] | None" = None) -> Route:
+                headers: Mapping[str, str] | None = None, trace: list[Step] | None = None) -> Route:
         """The route that runs a request for `model`: rules applied (they may read the payload and
         headers), and a cost route's budget lowered by `x-gateway-max-cost-usd`."""
         return self.table.resolve(model, payload, headers, trace)

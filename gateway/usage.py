@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .cache.keys import message_text
+from .inbound.openai import message_text
 
 
 def estimate(payload: dict[str, Any], completion: dict[str, Any] | None) -> dict[str, int]:

@@ -63,9 +63,9 @@ class Tap:
         self.records: list[Any] = []
         self.reloads: list[str] = []
 
-    def finish(self, record: Any) -> None:
+    def finish(self, record: Any, runtime: Any) -> None:
         self.records.append(record)
-        self.inner.finish(record)
+        self.inner.finish(record, runtime)
 
     def config_reloaded(self, result: str) -> None:
         self.reloads.append(result)

@@ -9,10 +9,12 @@ import signal
 import time
 
 import httpx
+import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from .conftest import eventually, spawn_gateway_serve
-from .routing_fakes import MESSAGES, burst, chat, fakes, fakes_started, routing_config, tap  # noqa: F401
+from .routing_fakes import PRICES, MESSAGES, burst, chat, fakes, fakes_started, routing_config, tap  # noqa: F401
 
 ADMIN = {"key": "sk-admin", "watch_interval_s": 0.1}
 
@@ -107,6 +109,54 @@ def test_admin_reload_needs_the_admin_key(start_gateway, fakes):
     with off.http() as http:
         r = http.post("/admin/reload", headers={"authorization": "Bearer sk-admin"})
         assert r.status_code == 403 and r.json()["error"]["code"] == "admin_disabled"
+
+
+def metric(gw, name: str, **labels: str) -> float:
+    text = httpx.get(gw.url + "/metrics", timeout=10).text
+    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+               if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
+
+
+def priced(model: str, usage: dict, factor: float = 1.0) -> float:
+    inp, out = PRICES[model.removesuffix("-model")]
+    return factor * (usage["prompt_tokens"] * inp + usage["completion_tokens"] * out) / 1e6
+
+
+async def test_a_request_that_spans_a_reload_is_priced_as_it_ran(start_gateway, fakes):
+    # A cost route answered by its cheap target: what it cost and what routing saved against the
+    # strong target are both priced from the models the request ran on, not the reloaded ones.
+    routes = {"frugal": {"strategy": "cost", "targets": ["strong-model", "cheap-model"]}}
+    gw = start_gateway(routing_config(fakes, routes, admin=ADMIN))
+    records = tap(gw)
+    client = gw.async_client(timeout=30)
+    slow = asyncio.create_task(client.chat.completions.with_raw_response.create(
+        model="frugal", messages=MESSAGES, extra_body={"fake": {"latency_s": 1.0}}))
+    while fakes["cheap"].calls < 1:
+        await asyncio.sleep(0.01)
+
+    dearer = routing_config(fakes, routes, admin=ADMIN)
+    for model in dearer["models"].values():  # every price ten times what it was
+        model["input_per_1m"] *= 10
+        model["output_per_1m"] *= 10
+    write(gw.config_path, dearer)
+    while records.reloads != ["success"]:
+        await asyncio.sleep(0.02)
+    assert not slow.done()   # the reload came while the request was upstream
+
+    assert (await slow).status_code == 200
+    old = records.records[-1]
+    assert old.model == "cheap-model" and old.baseline_model == "strong-model"
+    assert old.cost_usd == pytest.approx(priced("cheap-model", old.usage))
+    assert metric(gw, "gateway_cost_usd_total", model="cheap-model") == pytest.approx(old.cost_usd, abs=1e-12)
+    saved = priced("strong-model", old.usage) - old.cost_usd
+    assert metric(gw, "gateway_cost_saved_usd_total", model="strong-model") == pytest.approx(saved, abs=1e-12)
+
+    await client.chat.completions.create(model="frugal", messages=MESSAGES)   # after the reload: new prices
+    new = records.records[-1]
+    assert new.cost_usd == pytest.approx(priced("cheap-model", new.usage, 10))
+    saved += priced("strong-model", new.usage, 10) - new.cost_usd
+    assert metric(gw, "gateway_cost_saved_usd_total", model="strong-model") == pytest.approx(saved, abs=1e-12)
+    await client.close()
 
 
 def test_circuits_of_unchanged_targets_survive_a_reload(start_gateway, fakes):

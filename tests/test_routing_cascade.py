@@ -37,7 +37,7 @@ def test_a_good_answer_is_accepted_from_the_cheapest(gw, fakes):
     assert sent["logprobs"] is True and "stream" not in sent and "stream_options" not in sent
     assert (fakes["mid"].calls, fakes["strong"].calls) == (0, 0)
     record = finished(records)
-    assert record.extra.get("escalations", 0) == 0
+    assert record.escalations == []
     assert record.baseline_model == "strong-model"  # the strongest was not needed: counted as saved
 
 
@@ -57,9 +57,9 @@ def test_escalates_when_the_answer_fails_a_check(gw, fakes, knobs, kw, reason):
     assert answer.choices[0].logprobs is None
     assert (fakes["cheap"].calls, fakes["mid"].calls, fakes["strong"].calls) == (1, 1, 0)
     record = finished(records)
-    assert record.extra["escalations"] == 1
-    assert record.extra["escalation_reasons"] == [f"cheap-model:{reason}"]
-    assert record.extra["escalation_cost_usd"] > 0
+    assert len(record.escalations) == 1
+    assert record.escalations == [f"cheap-model:{reason}"]
+    assert record.escalation_cost_usd > 0
     assert record.baseline_model == "strong-model"
     assert record.fallbacks == []
 
@@ -78,7 +78,7 @@ def test_the_last_target_answers_even_when_it_fails_the_check_too(gw, fakes):
     assert raw.headers["x-gateway-target"] == "strong-model"
     assert answer.choices[0].finish_reason == "length"
     record = finished(records)
-    assert record.extra["escalations"] == 2 and record.baseline_model is None
+    assert len(record.escalations) == 2 and record.baseline_model is None
 
 
 def test_logprobs_the_client_asked_for_are_kept(gw, fakes):
@@ -115,7 +115,7 @@ def test_a_failing_target_is_a_fallback_not_an_escalation(gw, fakes):
     raw, _ = chat(gw, "support")
     assert raw.headers["x-gateway-target"] == "mid-model"
     record = finished(records)
-    assert record.fallbacks == ["503"] and record.extra.get("escalations", 0) == 0
+    assert record.fallbacks == ["503"] and record.escalations == []
     assert record.upstream_errors == [("cheap", "http_5xx")]
 
 

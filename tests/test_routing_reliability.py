@@ -169,23 +169,45 @@ def test_circuit_opens_half_opens_and_closes(start_gateway, fakes):
     assert chat(gw, "support")[0].headers["x-gateway-target"] == "cheap-model"
 
 
+class Clock:
+    """The breaker's clock, moved by hand: time passes only when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_failures_spread_wider_than_the_window_do_not_open(start_gateway, fakes):
     gw = start_gateway(routing_config(fakes, TWO, health={**HEALTH, "window_s": 0.2}))
+    clock = gw.runtime.health.clock = Clock()
     fakes["cheap"].set(error_status=500)
     for _ in range(3):
         chat(gw, "support")
-        time.sleep(0.25)
+        clock.now += 0.25
     assert gw.runtime.health.snapshot()["cheap-model"] is True
+    for _ in range(3):  # the same three failures inside the window do open it
+        chat(gw, "support")
+        clock.now += 0.05
+    assert gw.runtime.health.snapshot()["cheap-model"] is False
+    assert chat(gw, "support")[0].headers["x-gateway-target"] == "mid-model"
+    assert fakes["cheap"].calls == 6
 
 
 def test_a_success_resets_the_count(start_gateway, fakes):
     gw = start_gateway(routing_config(fakes, TWO, health=HEALTH))
+    gw.runtime.health.clock = Clock()   # stopped: every failure falls inside the window
     for _ in range(3):
         fakes["cheap"].set(error_status=500, error_times=2)
         chat(gw, "support")
         chat(gw, "support")
         chat(gw, "support")  # this one succeeds on cheap
     assert gw.runtime.health.snapshot()["cheap-model"] is True
+    fakes["cheap"].set(error_status=500, error_times=3)   # without a success between them, three open it
+    for _ in range(3):
+        chat(gw, "support")
+    assert gw.runtime.health.snapshot()["cheap-model"] is False
 
 
 def test_every_circuit_open_is_a_503_with_the_earliest_retry_time(start_gateway, fakes):

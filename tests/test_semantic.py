@@ -17,8 +17,8 @@ from gateway.cache.semantic.embedders import LocalEmbedder
 from gateway.config import (
     EmbedderConfig, JudgeConfig, ModelConfig, ProviderConfig, QdrantConfig, SemanticCacheConfig,
 )
-from gateway.runtime import Target
 from gateway.upstream.client import Provider
+from gateway.upstream.target import Target
 
 from .fake_upstream import FakeUpstream, free_port
 
@@ -64,8 +64,9 @@ async def open_cache(minilm) -> AsyncIterator[Any]:
 async def provider_for(upstream: FakeUpstream) -> AsyncIterator[Any]:
     providers: list[Provider] = []
 
-    def make(name: str = "fake", timeout_s: float = 10) -> dict[str, Target]:
-        provider = Provider(name, ProviderConfig(base_url=upstream.url, api_key="sk-test", timeout_s=timeout_s))
+    def make(name: str = "fake", timeout_s: float = 10, **limits: Any) -> dict[str, Target]:
+        provider = Provider(name, ProviderConfig(base_url=upstream.url, api_key="sk-test", timeout_s=timeout_s,
+                                                 **limits))
         provider.open()
         providers.append(provider)
         return {m: Target(m, m, provider, ModelConfig(provider=name)) for m in ("gpt-4o-mini", "text-embedding-3-small")}
@@ -250,6 +251,25 @@ async def test_a_judge_that_fails_or_is_slow_means_a_miss(open_cache, upstream, 
     assert cache.stats["judge_errors"] == 2
 
 
+async def test_a_judge_takes_a_free_slot_of_its_provider_and_never_queues(open_cache, upstream, provider_for):
+    upstream.set(reply="yes")
+    targets = provider_for(max_concurrency=1)
+    limiter = targets["gpt-4o-mini"].provider.limiter
+    cache = await open_cache(local_config(verify={"model": "gpt-4o-mini"}, cooldown_s=30),
+                             judge=make_judge(JudgeConfig(model="gpt-4o-mini"), targets))
+    await cache.store("p1", REFUND, answer("3 to 5 days"), ttl_s=60)
+    assert limiter.try_acquire()   # a client's request holds the provider's one slot
+    started = time.perf_counter()
+    assert await cache.lookup("p1", REFUND_PARAPHRASE) is None     # no verdict without a slot: a miss
+    assert time.perf_counter() - started < 0.5 and limiter.queued == 0
+    assert cache.stats["busy"] == 1 and cache.stats["judge_errors"] == 0
+    assert upstream.calls_to("/v1/chat/completions") == 0
+    limiter.release()
+    hit = await cache.lookup("p1", REFUND_PARAPHRASE)              # not taken for down: no cooldown
+    assert hit is not None and upstream.calls_to("/v1/chat/completions") == 1
+    assert limiter.in_flight == 0
+
+
 # ---- failing open: the embedder --------------------------------------------------------------
 
 
@@ -270,6 +290,22 @@ async def test_the_openai_embedder_posts_to_the_provider(open_cache, upstream, p
     assert call.headers["authorization"] == "Bearer sk-test"
     # The lookup reused the vector computed for the store: one probe at open, one text.
     assert upstream.calls_to("/v1/embeddings") == 2
+
+
+async def test_an_embedder_takes_a_free_slot_of_its_provider_and_never_queues(open_cache, upstream, provider_for):
+    config = openai_config(cooldown_s=30)
+    targets = provider_for(max_concurrency=1)
+    limiter = targets["text-embedding-3-small"].provider.limiter
+    cache = await open_cache(config, embedder=make_embedder(config.embedder, targets))
+    await cache.store("p1", REFUND, answer("3 to 5 days"), ttl_s=60)
+    calls = upstream.calls_to("/v1/embeddings")
+    assert limiter.try_acquire()   # a client's request holds the provider's one slot
+    assert await cache.lookup("p1", "Do you ship to Canada?") is None
+    assert cache.stats["busy"] == 1 and cache.stats["embedder_errors"] == 0 and limiter.queued == 0
+    assert upstream.calls_to("/v1/embeddings") == calls
+    limiter.release()
+    assert await cache.lookup("p1", "Do you ship to Canada?") is None   # embedded this time: no cooldown
+    assert upstream.calls_to("/v1/embeddings") == calls + 1 and limiter.in_flight == 0
 
 
 async def test_an_embedder_that_is_down_at_open_is_retried_after_its_cooldown(open_cache, upstream, provider_for):

@@ -1,5 +1,13 @@
 """The hybrid cache: what may be cached (the plan), the exact layer, the semantic layer, and
-single-flight coalescing of identical misses. See README "Cache" for the rules."""
+single-flight coalescing of identical misses. See README "Cache" for the rules.
+
+The pipeline asks one question, `consult`, and gets one of three answers:
+  Bypass  the cache is not for this request (and why);
+  Hit     a stored answer (exact, semantic, or an identical request's that was in flight);
+  Lead    a miss: this request makes the upstream call for its key, then `answer`s and
+          `complete`s the lead (or `abandon`s it when there is no answer).
+The order of the layers, the flight and the store belong to the cache alone.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +15,13 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-import orjson
-
 from ..config import CacheConfig, RouteCacheConfig
 from ..errors import bad_request
-from .coalesce import Flights
-from .keys import exact_key, message_text, semantic_partition
+from ..inbound.openai import message_text
+from ..upstream.target import Target
+from .coalesce import Flight, Flights
+from .entry import Entry, Store
+from .keys import exact_key, semantic_partition
 from .memory import MemoryStore
 from .redis_store import RedisStore
 
@@ -20,30 +29,7 @@ log = logging.getLogger("gateway.cache")
 
 SYSTEM_ROLES = frozenset({"system", "developer"})
 
-
-@dataclass(slots=True)
-class Entry:
-    """A cached answer: the model that gave it and the chat.completion it gave."""
-
-    model: str
-    completion: dict[str, Any]
-    _body: bytes | None = None
-
-    @property
-    def body(self) -> bytes:
-        """The completion as JSON, serialised once per entry, not once per hit."""
-        if self._body is None:
-            self._body = orjson.dumps(self.completion)
-        return self._body
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "completion": self.completion}
-
-    @classmethod
-    def from_dict(cls, data: Any) -> "Entry | None":
-        if not isinstance(data, dict) or not isinstance(data.get("completion"), dict):
-            return None
-        return cls(str(data.get("model") or ""), data["completion"])
+__all__ = ["Bypass", "Cache", "CachePlan", "Entry", "Hit", "Lead", "Store"]
 
 
 @dataclass(slots=True)
@@ -57,24 +43,93 @@ class CachePlan:
     text: str | None = None       # the last user message, for the semantic layer
 
 
+@dataclass(frozen=True, slots=True)
+class Bypass:
+    reason: str                  # e.g. "temperature is not 0", "route cache off"
+
+
+@dataclass(slots=True)
+class Hit:
+    entry: Entry
+    kind: str                                  # "hit-exact" | "hit-semantic"
+    key: str
+    layers: dict[str, str]                     # layer -> hit | miss, the layers consulted
+    similarity: float | None = None            # semantic hits
+    # Semantic hits: (model, usage) of the judge calls the lookup made, taken off the hit's saving.
+    judge_usage: list[tuple[str, dict[str, Any]]] | None = None
+    coalesced: bool = False                    # the answer of an identical request in flight
+
+
+class Lead:
+    """A miss whose upstream call this request makes. Ends in exactly one of: `answer` and then
+    `complete` (the entry, if storable, goes to the followers at once and to the store after the
+    client's reply), or `abandon` (no answer: followers go upstream on their own). Both ends are
+    safe to repeat."""
+
+    __slots__ = ("key", "layers", "_cache", "_plan", "_flight", "_entry", "_over")
+
+    def __init__(self, cache: "Cache", plan: CachePlan, flight: Flight | None, layers: dict[str, str]):
+        self.key = plan.key
+        self.layers = layers
+        self._cache = cache
+        self._plan = plan
+        self._flight = flight
+        self._entry: Entry | None = None
+        self._over = False
+
+    def answer(self, model: str, completion: dict[str, Any] | None, raw: bytes | None = None) -> None:
+        """The upstream's answer (None: nothing that may be stored). Followers get it now."""
+        if completion is not None and self._cache.storable(self._plan, completion):
+            self._entry = Entry(model, completion, raw)
+        if self._flight is not None:
+            self._flight.resolve(self._entry)
+
+    async def complete(self) -> None:
+        """Store the answered entry, then end the flight: until the entry can be read, an
+        identical request still finds the flight and gets the entry from it, here and (through
+        the lock) on other replicas."""
+        if self._over:
+            return
+        self._over = True
+        flight = self._flight
+        if flight is not None:
+            flight.resolve(self._entry)
+        try:
+            if self._entry is not None:
+                await self._cache.put(self._plan, self._entry)
+        finally:
+            if flight is not None:
+                flight.close()
+
+    def abandon(self) -> None:
+        if self._over:
+            return
+        self._over = True
+        if self._flight is not None:
+            self._flight.resolve(None)
+            self._flight.close()
+
+
 class Cache:
-    def __init__(self, config: CacheConfig, store: MemoryStore | RedisStore, semantic: Any | None):
+    def __init__(self, config: CacheConfig, store: Store, semantic: Any | None):
         self.config = config
         self.store = store
         self.semantic = semantic
         self.flights = Flights(store.lock, store.unlock, store.locked, self.get, config.exact.lock_ms)
 
     @classmethod
-    async def open(cls, config: CacheConfig, targets: Mapping[str, Any]) -> "Cache":
+    async def open(cls, config: CacheConfig, targets: Mapping[str, Target]) -> "Cache":
         exact = config.exact
-        store: MemoryStore | RedisStore
+        store: Store
         if exact.backend == "redis":
-            store = RedisStore(exact.redis_url, exact.timeout_ms, exact.cooldown_s)
-            await store.warm()
+            redis_store = RedisStore(exact.redis_url, exact.timeout_ms, exact.cooldown_s)
+            await redis_store.warm()
+            store = redis_store
         else:
             store = MemoryStore(exact.max_entries, exact.eviction)
         semantic = None
         if config.semantic.enabled and config.cacheable != "never":
+            # Imported when used: the Qdrant client and the embedders cost startup time otherwise.
             from .semantic import SemanticCache, make_embedder, make_judge
 
             semantic = await SemanticCache.open(
@@ -88,25 +143,51 @@ class Cache:
         if self.semantic is not None:
             await self.semantic.close()
 
+    # ---- the question the pipeline asks ------------------------------------------------------
+
+    async def consult(self, route: str, targets: list[str], rules: RouteCacheConfig, payload: dict[str, Any],
+                      headers: Mapping[str, str], tenant: str) -> "Hit | Lead | Bypass":
+        """For a chat request: the exact layer, then the semantic one (when the route allows),
+        then the flight on the exact key."""
+        plan = self.plan(route, targets, rules, payload, headers, tenant)
+        if isinstance(plan, Bypass):
+            return plan
+        layers: dict[str, str] = {}
+        if plan.lookup:
+            entry = await self.get(plan.key)
+            layers["exact"] = "hit" if entry else "miss"
+            if entry is not None:
+                return Hit(entry, "hit-exact", plan.key, layers)
+            if plan.partition is not None:
+                found = await self._lookup_semantic(plan)
+                layers["semantic"] = "hit" if found else "miss"
+                if found is not None:
+                    entry, hit = found
+                    return Hit(entry, "hit-semantic", plan.key, layers, hit.similarity, hit.judge_usage)
+        flight, shared = await self.flights.join(plan.key)
+        if shared is not None:
+            return Hit(shared, "hit-exact", plan.key, layers, coalesced=True)
+        return Lead(self, plan, flight, layers)
+
     # ---- what may be cached ---------------------------------------------------------------
 
     def plan(self, route: str, targets: list[str], rules: RouteCacheConfig, payload: dict[str, Any],
-             headers: Mapping[str, str], tenant: str) -> CachePlan | str:
-        """The cache plan for a chat request, or the reason it bypasses the cache."""
+             headers: Mapping[str, str], tenant: str) -> CachePlan | Bypass:
+        """The cache plan for a chat request, or why it bypasses the cache."""
         if not rules.enabled:
-            return "route cache off"
+            return Bypass("route cache off")
         cacheable = rules.cacheable or self.config.cacheable
         if cacheable == "never":
-            return "cacheable: never"
+            return Bypass("cacheable: never")
         if cacheable == "deterministic" and payload.get("temperature") != 0:
-            return "temperature is not 0"
+            return Bypass("temperature is not 0")
         n = payload.get("n")
         if n is not None and n != 1 and not rules.cache_n:
-            return "n > 1"
+            return Bypass("n > 1")
         control = {part.strip().lower() for part in headers.get("cache-control", "").split(",")}
         lookup, store = "no-cache" not in control, "no-store" not in control
         if not lookup and not store:
-            return "cache-control: no-cache, no-store"
+            return Bypass("cache-control: no-cache, no-store")
         ttl_s = rules.ttl_s or self.config.exact.ttl_s
         asked = headers.get("x-gateway-cache-ttl")
         if asked is not None:
@@ -148,17 +229,9 @@ class Cache:
 
     async def get(self, key: str) -> Entry | None:
         found = await self.store.get(key)
-        if found is None or isinstance(found, Entry):
-            return found
-        try:
-            entry = Entry.from_dict(orjson.loads(found))
-        except orjson.JSONDecodeError:
-            entry = None
-        if entry is None:
-            self.store.errors += 1  # garbage in the store is a miss
-        return entry
+        return None if found is None else self.store.unpack(found)
 
-    async def lookup_semantic(self, plan: CachePlan) -> tuple[Entry, Any] | None:
+    async def _lookup_semantic(self, plan: CachePlan) -> tuple[Entry, Any] | None:
         """The entry a semantic hit serves, with the hit (similarity, judge calls), or None."""
         if self.semantic is None or plan.partition is None or plan.text is None:
             return None
@@ -167,14 +240,12 @@ class Cache:
         return (entry, hit) if entry is not None else None
 
     async def put(self, plan: CachePlan, entry: Entry) -> None:
-        # The memory store keeps the entry itself; a shared store keeps its JSON.
-        await self.store.set(plan.key, entry if isinstance(self.store, MemoryStore) else orjson.dumps(entry.to_dict()),
-                             plan.ttl_s)
+        await self.store.set(plan.key, self.store.pack(entry), plan.ttl_s)
         if self.semantic is not None and plan.partition is not None and plan.text is not None:
             await self.semantic.store(plan.partition, plan.text, entry.to_dict(), plan.ttl_s)
 
     async def entries(self) -> dict[str, int | None]:
-        exact = await self.store.count() if isinstance(self.store, RedisStore) else len(self.store)
+        exact = await self.store.count()
         semantic = None
         if self.semantic is not None:
             semantic = await self.semantic.count()

@@ -32,10 +32,6 @@ class Flight:
             del self._flights._local[self.key]
             self._flights._unlock(self.key)
 
-    def done(self, answer: Any | None) -> None:
-        self.resolve(answer)
-        self.close()
-
 
 class Flights:
     def __init__(self, lock: Callable[[str, float], Awaitable[bool]], unlock: Callable[[str], Awaitable[None]],
@@ -50,7 +46,7 @@ class Flights:
         return len(self._local)
 
     async def join(self, key: str) -> tuple[Flight | None, Any | None]:
-        """(flight, None) when this request leads and must call `flight.done(...)` when finished;
+        """(flight, None) when this request leads and must `resolve` and `close` the flight;
         (None, answer) when another request answered for us; (None, None) to go on alone."""
         flight = self._local.get(key)
         if flight is not None:

@@ -41,16 +41,6 @@ def semantic_partition(route: str, targets: list[str], tenant: str, payload: dic
     return _digest({"route": route, "targets": targets, "tenant": tenant, "request": params, "layer": "semantic"})
 
 
-def message_text(message: dict[str, Any]) -> str | None:
-    """The plain text of a message, or None when it carries more than text (images, audio...)."""
-    content = message.get("content")
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text" for p in content):
-        return "".join(str(p.get("text", "")) for p in content)
-    return None
-
-
 def tenant_of(key_name: str | None, authorization: str | None) -> str:
     """The gateway key's name, else a hash of the client's bearer token, else "" (anonymous)."""
     if key_name is not None:

@@ -20,6 +20,12 @@ class MemoryStore:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def pack(self, entry: Any) -> Any:
+        return entry  # one process: the entry itself, never serialised
+
+    def unpack(self, value: Any) -> Any:
+        return value
+
     async def get(self, key: str) -> Any | None:
         item = self._entries.get(key)
         if item is None:
@@ -42,6 +48,9 @@ class MemoryStore:
 
     async def locked(self, key: str) -> bool:
         return False
+
+    async def count(self) -> int:
+        return len(self._entries)
 
     async def close(self) -> None:
         return None

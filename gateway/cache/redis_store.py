@@ -9,7 +9,10 @@ import logging
 import time
 from typing import Any, Awaitable
 
+import orjson
 import redis.asyncio as redis
+
+from .entry import Entry
 
 log = logging.getLogger("gateway.cache")
 
@@ -31,9 +34,6 @@ class RedisStore:
         self._down_until = 0.0
         self._last_log = 0.0
 
-    def __len__(self) -> int:
-        return -1  # not known without a round trip; the metrics ask `count()`
-
     async def _call(self, op: Awaitable[Any], default: Any) -> Any:
         if self._down_until > time.monotonic():
             op.close()  # never awaited: skip the call entirely during the cooldown
@@ -50,6 +50,18 @@ class RedisStore:
                 log.warning("redis cache unavailable (%s: %s); serving misses for %.0fs",
                             type(exc).__name__, exc, self.cooldown_s)
             return default
+
+    def pack(self, entry: Entry) -> bytes:
+        return orjson.dumps(entry.to_dict())
+
+    def unpack(self, value: bytes) -> Entry | None:
+        try:
+            entry = Entry.from_dict(orjson.loads(value))
+        except orjson.JSONDecodeError:
+            entry = None
+        if entry is None:
+            self.errors += 1  # garbage in the store is a miss
+        return entry
 
     async def warm(self) -> None:
         """Open the first connection at startup rather than inside the first request's timeout."""

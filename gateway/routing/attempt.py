@@ -3,37 +3,31 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
-
-from ..record import RequestRecord
 from ..upstream.call import Answer, TargetFailed, UpstreamStatus, call_target
-
-if TYPE_CHECKING:
-    from ..runtime import Target
-    from .policy import Policy
+from ..upstream.request import UpstreamRequest
+from ..upstream.target import Target
+from .route import Policy
 
 # Failures that say the target is unwell (they count towards opening its circuit). The gateway's
 # own queue being full says nothing about the target, and a 4xx is about the request.
 UNWELL_KINDS = frozenset({"timeout", "connect", "invalid"})
 
 
-async def attempt(policy: "Policy", target: "Target", payload: dict[str, Any], path: str, stream: bool,
-                  headers: dict[str, str], record: RequestRecord) -> Answer:
+async def attempt(policy: Policy, target: Target, request: UpstreamRequest) -> Answer:
     """Call the target, with the retries the config allows; raise the last failure."""
     retry = policy.retry
     if retry is None:
-        return await call_once(policy, target, payload, path, stream, headers, record)
+        return await call_once(policy, target, request)
     name = target.model
-    return await retry.call(lambda: call_once(policy, target, payload, path, stream, headers, record),
-                            lambda: policy.health.closed(name), record)
+    return await retry.call(lambda: call_once(policy, target, request),
+                            lambda: policy.health.closed(name), request.record)
 
 
-async def call_once(policy: "Policy", target: "Target", payload: dict[str, Any], path: str, stream: bool,
-                    headers: dict[str, str], record: RequestRecord) -> Answer:
-    health, name = policy.health, target.model
+async def call_once(policy: Policy, target: Target, request: UpstreamRequest) -> Answer:
+    health, name, record = policy.health, target.model, request.record
     started = time.perf_counter()
     try:
-        answer = await call_target(target, payload, path, stream, headers, record)
+        answer = await call_target(target, request)
     except UpstreamStatus as exc:
         record.error_kind = f"upstream_{exc.status}"
         record.upstream_errors.append((target.provider.name, _status_kind(exc.status)))

@@ -7,26 +7,26 @@ token for cost.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from dataclasses import replace
+from typing import Sequence
 
 import orjson
 
 from ..pricing import cost_usd
-from ..record import RequestRecord
 from ..upstream.call import JsonAnswer
+from ..upstream.request import UpstreamRequest
+from ..upstream.target import Target
 from .checks import problem, strip_logprobs, wants_json
 from .fallback import first_answer
-
-if TYPE_CHECKING:
-    from ..runtime import Route, Target
+from .route import Route
 
 # Streaming fields: OpenAI refuses `stream_options` without `stream`.
 STREAM_FIELDS = ("stream", "stream_options")
 
 
-async def cascade(route: "Route", targets: "list[Target] | tuple[Target, ...]", payload: dict[str, Any], path: str,
-                  headers: dict[str, str], record: RequestRecord) -> JsonAnswer:
+async def cascade(route: Route, targets: Sequence[Target], request: UpstreamRequest) -> JsonAnswer:
     escalate = route.policy.escalate
+    payload, record = request.payload, request.record
     body = {k: v for k, v in payload.items() if k not in STREAM_FIELDS}
     added_logprobs = escalate.min_confidence is not None and not payload.get("logprobs")
     if added_logprobs:
@@ -37,10 +37,10 @@ async def cascade(route: "Route", targets: "list[Target] | tuple[Target, ...]", 
         why = problem(escalate, json_wanted, answer.data)
         if why is not None:  # paid for and thrown away: worth a figure of its own
             spent = cost_usd(answer.target.pricing, answer.data.get("usage") if isinstance(answer.data.get("usage"), dict) else None)
-            record.extra["escalation_cost_usd"] = record.extra.get("escalation_cost_usd", 0.0) + spent
+            record.escalation_cost_usd += spent
         return why
 
-    answer = await first_answer(route, targets, body, path, False, headers, record, check)
+    answer = await first_answer(route, targets, replace(request, payload=body, stream=False, ask_usage=False), check)
     assert isinstance(answer, JsonAnswer)
     if added_logprobs:
         strip_logprobs(answer.data)

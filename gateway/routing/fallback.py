@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import Callable, Sequence
 
 from ..errors import GatewayError
-from ..record import RequestRecord
 from ..upstream.call import Answer, JsonAnswer, TargetFailed, UpstreamStatus
+from ..upstream.request import UpstreamRequest
+from ..upstream.target import Target
 from .attempt import attempt
-
-if TYPE_CHECKING:
-    from ..runtime import Route, Target
+from .route import Route
 
 # Cascade: why an answer is not accepted, or None to accept it.
 Check = Callable[[JsonAnswer], "str | None"]
 
 
-async def first_answer(route: "Route", targets: Sequence["Target"], payload: dict[str, Any], path: str,
-                       stream: bool, headers: dict[str, str], record: RequestRecord,
+async def first_answer(route: Route, targets: Sequence[Target], request: UpstreamRequest,
                        check: Check | None = None) -> Answer:
     """The first acceptable answer from `targets`, tried in order.
 
@@ -29,6 +27,7 @@ async def first_answer(route: "Route", targets: Sequence["Target"], payload: dic
     """
     policy = route.policy
     health = policy.health
+    record = request.record
     last_error: GatewayError | None = None
     pending: list[str] | None = None   # reasons for targets moved past, not yet counted
     held: JsonAnswer | None = None     # cascade: a rejected answer, in case nothing better comes
@@ -42,7 +41,7 @@ async def first_answer(route: "Route", targets: Sequence["Target"], payload: dic
             pending = None
         record.model, record.provider = target.model, target.provider.name
         try:
-            answer = await attempt(policy, target, payload, path, stream, headers, record)
+            answer = await attempt(policy, target, request)
         except UpstreamStatus as exc:
             if exc.status not in policy.fallback_on:
                 raise  # 4xx other than 429 (and whatever the config does not fall back on)
@@ -59,8 +58,7 @@ async def first_answer(route: "Route", targets: Sequence["Target"], payload: dic
             if problem is None:
                 return answer
             held = answer
-            record.extra["escalations"] = record.extra.get("escalations", 0) + 1
-            record.extra.setdefault("escalation_reasons", []).append(f"{target.model}:{problem}")
+            record.escalations.append(f"{target.model}:{problem}")
             continue
         pending = (pending or []) + [reason]
     if held is not None:

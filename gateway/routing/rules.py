@@ -4,17 +4,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
-from ..cache.keys import message_text
 from ..config import RouteConfig, RuleConfig
+from ..inbound.openai import message_text
 from ..usage import estimate
-
-if TYPE_CHECKING:
-    from ..runtime import Route
-
-# Rules and defaults may chain (auto -> support -> ...); the loader refuses cycles, this is a backstop.
-MAX_HOPS = 16
 
 
 class Facts:
@@ -126,21 +120,3 @@ class Step:
     picked: str
     rule: int | None            # index into the route's rules; None: its default
     when: dict[str, Any] | None
-
-
-def follow(routes: Mapping[str, "Route"], route: "Route", model: str, payload: dict[str, Any],
-           headers: Mapping[str, str], trace: list[Step] | None = None) -> "Route":
-    """From a rules route to the route that runs targets."""
-    facts = Facts(model, payload, headers)
-    for _ in range(MAX_HOPS):
-        picker = route.picker
-        if picker is None:
-            return route
-        name, index = picker.pick(facts)
-        if trace is not None:
-            trace.append(Step(route.name, name or "", index, picker.rules[index].when if index is not None else None))
-        nxt = routes.get(name) if name is not None else None
-        if nxt is None:  # the loader checks every name; a miss here is a bug, said plainly
-            raise LookupError(f"route '{route.name}' picked '{name}', which does not exist")
-        route = nxt
-    raise LookupError(f"route '{model}' did not resolve within {MAX_HOPS} hops")

@@ -8,26 +8,23 @@ still finds a target when the circuits close again.
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from dataclasses import replace
+from typing import Any, Mapping, Sequence
 
 from ..errors import GatewayError, bad_request
 from ..pricing import cost_usd
+from ..upstream.target import Target
 from ..usage import estimate
-
-if TYPE_CHECKING:
-    from ..runtime import Route, Target
-
-Order = Callable[["Route", dict[str, Any]], Sequence["Target"]]
+from .route import Order, Route
 
 MAX_COST_HEADER = "x-gateway-max-cost-usd"
 
 
-def first(route: "Route", payload: dict[str, Any]) -> Sequence["Target"]:
+def first(route: Route, payload: dict[str, Any]) -> Sequence[Target]:
     return route.targets
 
 
-def weighted(route: "Route", payload: dict[str, Any]) -> Sequence["Target"]:
+def weighted(route: Route, payload: dict[str, Any]) -> Sequence[Target]:
     """One target at random by weight among the available ones; the others, in order, as fallbacks."""
     policy = route.policy
     targets = route.targets
@@ -46,18 +43,18 @@ def weighted(route: "Route", payload: dict[str, Any]) -> Sequence["Target"]:
     return (targets[pick], *targets[:pick], *targets[pick + 1:])
 
 
-def least_busy(route: "Route", payload: dict[str, Any]) -> Sequence["Target"]:
+def least_busy(route: Route, payload: dict[str, Any]) -> Sequence[Target]:
     """Fewest requests in flight or queued at the target's provider (ties keep the listed order)."""
     available = route.policy.health.available
     return sorted(route.targets, key=lambda t: (not available(t.model), _busy(t)))
 
 
-def _busy(target: "Target") -> int:
+def _busy(target: Target) -> int:
     limiter = target.provider.limiter
     return limiter.in_flight + limiter.queued
 
 
-def latency(route: "Route", payload: dict[str, Any]) -> Sequence["Target"]:
+def latency(route: Route, payload: dict[str, Any]) -> Sequence[Target]:
     """Lowest recent time to first byte, by power of two choices: compare two random available
     targets and take the faster, so the fastest target is not stampeded by everyone at once.
     A target with no recent sample is tried first (explored)."""
@@ -76,14 +73,6 @@ def latency(route: "Route", payload: dict[str, Any]) -> Sequence["Target"]:
 
 # ---- cost -------------------------------------------------------------------------------------
 
-@dataclass(frozen=True, slots=True)
-class Budget:
-    max_cost_usd: float | None      # per request; None: no limit, only cheapest first
-    over_budget: str                # "reject" (402) | "cheapest"
-    prefer: str                     # "cheapest" | "listed" (the first listed that fits)
-    output_tokens: int              # assumed when the request has no max_tokens
-
-
 def request_tokens(payload: dict[str, Any], default_output: int) -> tuple[int, int]:
     """Estimated prompt tokens and the output tokens the request may cost at most."""
     prompt = estimate(payload, None)["prompt_tokens"]
@@ -96,12 +85,12 @@ def request_tokens(payload: dict[str, Any], default_output: int) -> tuple[int, i
     return prompt, output
 
 
-def estimated_costs(targets: Sequence["Target"], prompt: int, output: int) -> list[float]:
+def estimated_costs(targets: Sequence[Target], prompt: int, output: int) -> list[float]:
     usage = {"prompt_tokens": prompt, "completion_tokens": output}
     return [cost_usd(t.pricing, usage) for t in targets]
 
 
-def cost(route: "Route", payload: dict[str, Any]) -> Sequence["Target"]:
+def cost(route: Route, payload: dict[str, Any]) -> Sequence[Target]:
     """The targets whose estimated cost fits the budget, cheapest first (or in listed order)."""
     budget = route.policy.budget
     prompt, output = request_tokens(payload, budget.output_tokens)
@@ -128,7 +117,7 @@ def over_budget(route: str, limit: float, model: str, cheapest: float, prompt: i
     )
 
 
-def with_client_budget(route: "Route", headers: Mapping[str, str]) -> "Route":
+def with_client_budget(route: Route, headers: Mapping[str, str]) -> Route:
     """A cost route with the budget lowered by the request's `x-gateway-max-cost-usd` (never raised)."""
     asked = headers.get(MAX_COST_HEADER)
     if asked is None:

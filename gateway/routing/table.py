@@ -1,4 +1,5 @@
-"""The routes of one loaded config, with the state their strategies share (circuits, latencies)."""
+"""The routes of one loaded config, with the state their strategies share (circuits, latencies),
+and `resolve`: from the `model` a client sent to the route that runs targets."""
 
 from __future__ import annotations
 
@@ -7,15 +8,19 @@ from typing import Any, Mapping
 
 from ..config import GatewayConfig
 from ..errors import model_not_found
-from ..runtime import Route, Target
+from ..upstream.target import Target
 from .health import Health
 from .latency import Latency
 from .policy import make_policy
 from .retry import Retry
-from .rules import Picker, Step, follow
+from .route import Route
+from .rules import Facts, Picker, Step
 from .strategies import with_client_budget
 
 _NO_HEADERS: Mapping[str, str] = {}
+
+# Rules and defaults may chain (auto -> support -> ...); the loader refuses cycles, this is a backstop.
+MAX_HOPS = 16
 
 
 class RouteTable:
@@ -51,3 +56,21 @@ class RouteTable:
         """Keep circuits and latencies of targets a reload left as they were."""
         self.health.adopt(previous.health, unchanged)
         self.latency.adopt(previous.latency, unchanged)
+
+
+def follow(routes: Mapping[str, Route], route: Route, model: str, payload: dict[str, Any],
+           headers: Mapping[str, str], trace: list[Step] | None = None) -> Route:
+    """From a rules route to the route that runs targets."""
+    facts = Facts(model, payload, headers)
+    for _ in range(MAX_HOPS):
+        picker = route.picker
+        if picker is None:
+            return route
+        name, index = picker.pick(facts)
+        if trace is not None:
+            trace.append(Step(route.name, name or "", index, picker.rules[index].when if index is not None else None))
+        nxt = routes.get(name) if name is not None else None
+        if nxt is None:  # the loader checks every name; a miss here is a bug, said plainly
+            raise LookupError(f"route '{route.name}' picked '{name}', which does not exist")
+        route = nxt
+    raise LookupError(f"route '{model}' did not resolve within {MAX_HOPS} hops")

@@ -1,4 +1,9 @@
-"""One attempt at one target: take a slot, call the provider, and say what came back."""
+"""One call to one target: take a slot, send, and say what came back.
+
+Every model call goes through here: a client's request (`call_target`) and the calls the gateway
+makes for itself (`call_for_gateway`: the semantic cache's embedder and judge). Both get the same
+failure kinds and hold one of the provider's concurrency slots while they run.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +15,10 @@ import aiohttp
 import orjson
 
 from ..errors import GatewayError, too_busy, upstream_invalid, upstream_timeout, upstream_unreachable
-from ..record import RequestRecord
-from ..runtime import Target
 from .client import UpstreamFailure
 from .limiter import LimitExceeded
+from .request import UpstreamRequest
+from .target import Target
 
 
 @dataclass
@@ -60,13 +65,12 @@ class TargetFailed(Exception):
         self.error = error
 
 
-async def call_target(target: Target, payload: dict[str, Any], path: str, stream: bool,
-                      headers: dict[str, str], record: RequestRecord) -> Answer:
-    """Raises UpstreamStatus for an upstream error answer and TargetFailed when there is none."""
+async def call_target(target: Target, request: UpstreamRequest) -> Answer:
+    """A client's request to one target, after a wait in the provider's queue if its slots are
+    taken. Raises UpstreamStatus for an upstream error answer and TargetFailed when there is none."""
     provider = target.provider
-    payload["model"] = target.upstream_model
-    body = orjson.dumps(payload)
-    headers = {**headers, **provider.headers}
+    record = request.record
+    body = request.body(target.upstream_model)
     queued = time.perf_counter()
     try:
         await provider.limiter.acquire()
@@ -76,10 +80,34 @@ async def call_target(target: Target, payload: dict[str, Any], path: str, stream
         raise TargetFailed(kind, too_busy(provider.name, exc.reason, 1)) from None
     started = time.perf_counter()
     record.queue_wait_s += started - queued
+    try:
+        return await _send(target, request.path, body, request.headers, request.stream)
+    finally:
+        record.upstream_s += time.perf_counter() - started  # a stream: until its headers; the pump adds the rest
+
+
+async def call_for_gateway(target: Target, path: str, payload: dict[str, Any]) -> JsonAnswer:
+    """A call the gateway makes for itself (an embedding, a judge's verdict) while a client waits.
+
+    It takes one of the provider's slots, like any call, but only a free one: it never queues
+    behind client requests, whose own wait it would lengthen. A provider with no free slot is a
+    TargetFailed("queue_full") at once. Same failure kinds as `call_target`.
+    """
+    provider = target.provider
+    if not provider.limiter.try_acquire():
+        raise TargetFailed("queue_full", too_busy(provider.name, "no free slot", 1))
+    answer = await _send(target, path, orjson.dumps({**payload, "model": target.upstream_model}), {}, False)
+    assert isinstance(answer, JsonAnswer)
+    return answer
+
+
+async def _send(target: Target, path: str, body: bytes, headers: dict[str, str], stream: bool) -> Answer:
+    """POST with a slot already taken; the slot is released here, or handed to a StreamAnswer."""
+    provider = target.provider
     handed_off = False
     try:
         try:
-            upstream = await provider.post(path, body, headers)
+            upstream = await provider.post(path, body, {**headers, **provider.headers})
         except UpstreamFailure as failure:
             raise _failed(provider.name, failure, provider.config.timeout_s) from None
         content_type = upstream.headers.get("content-type", "application/json")
@@ -101,7 +129,6 @@ async def call_target(target: Target, payload: dict[str, Any], path: str, stream
             raise TargetFailed("invalid", upstream_invalid(provider.name, "the body is not JSON"))
         return JsonAnswer(upstream.status, raw, data, target)
     finally:
-        record.upstream_s += time.perf_counter() - started  # a stream: until its headers; the pump adds the rest
         if not handed_off:
             provider.limiter.release()
 

@@ -29,6 +29,13 @@ class Limiter:
     def queued(self) -> int:
         return len(self._waiters)
 
+    def try_acquire(self) -> bool:
+        """A slot if one is free now (and nobody is waiting for one), else False; never waits."""
+        if self.in_flight < self.max_concurrency and not self._waiters:
+            self.in_flight += 1
+            return True
+        return False
+
     async def acquire(self) -> None:
         if self.in_flight < self.max_concurrency and not self._waiters:
             self.in_flight += 1

@@ -69,7 +69,7 @@ class StreamPassthrough:
         finally:
             watch.cancel()
             if not pump.done():
-                self.record.extra["client_left"] = True
+                self.record.client_left = True
                 pump.cancel()
                 try:
                     await pump

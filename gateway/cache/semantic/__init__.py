@@ -21,9 +21,10 @@ from typing import Any
 from cachetools import LRUCache
 
 from ...config import SemanticCacheConfig
-from .embedders import Embedder, EmbedderError, LocalEmbedder, OpenAIEmbedder, UnreadableText, make_embedder
+from .embedders import (Embedder, EmbedderBusy, EmbedderError, LocalEmbedder, OpenAIEmbedder, UnreadableText,
+                        make_embedder)
 from .guard import Guard
-from .judge import Judge, JudgeError, LLMJudge, Verdict, make_judge
+from .judge import Judge, JudgeBusy, JudgeError, LLMJudge, Verdict, make_judge
 from .store import Candidate, VectorStore, open_client
 from .veto import veto as rule_veto
 
@@ -37,8 +38,8 @@ log = logging.getLogger("gateway.cache.semantic")
 # Loading a local model takes seconds; probing an embeddings server should not take a minute.
 SETUP_TIMEOUT_S = 60.0
 
-STAT_NAMES = ("hits", "misses", "errors", "embedder_errors", "qdrant_errors", "skipped", "too_long", "unreadable",
-              "vetoes", "judge_calls", "judge_rejects", "judge_errors", "stores", "sweeps")
+STAT_NAMES = ("hits", "misses", "errors", "embedder_errors", "qdrant_errors", "skipped", "busy", "too_long",
+              "unreadable", "vetoes", "judge_calls", "judge_rejects", "judge_errors", "stores", "sweeps")
 
 
 @dataclass
@@ -155,6 +156,9 @@ class SemanticCache:
         except UnreadableText:
             self.stats["unreadable"] += 1  # the embedder is fine; this text is just not for it
             return None
+        except EmbedderBusy:
+            self.stats["busy"] += 1  # its provider is at its limit: a miss, not an outage
+            return None
         except Exception as exc:
             self._fail(self._embedder_guard, "embedder_errors", exc)
             return None
@@ -182,6 +186,9 @@ class SemanticCache:
         self.stats["judge_calls"] += 1
         try:
             verdict = await asyncio.wait_for(self.judge.same_answer(stored, incoming), self.judge_timeout_s)
+        except JudgeBusy:
+            self.stats["busy"] += 1  # its provider is at its limit: a "no", not an outage
+            return False
         except Exception as exc:
             # No verdict is a "no": the request goes upstream, which is always correct.
             self.stats["judge_errors"] += 1

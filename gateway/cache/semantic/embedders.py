@@ -12,19 +12,20 @@ import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence
-
-import aiohttp
-import orjson
+from typing import Any, Mapping, Protocol, Sequence
 
 from ...config import EmbedderConfig
-
-if TYPE_CHECKING:
-    from ...runtime import Target
+from ...upstream.call import TargetFailed, UpstreamStatus, call_for_gateway
+from ...upstream.target import Target
 
 
 class EmbedderError(Exception):
     """The embedder is down, slow or answered something that is not a list of vectors."""
+
+
+class EmbedderBusy(EmbedderError):
+    """The embedding model's provider has no free concurrency slot now: this lookup is a miss,
+    and the embedder is not taken for down."""
 
 
 class UnreadableText(EmbedderError):
@@ -64,9 +65,10 @@ def check_vectors(vectors: Any, count: int, dim: int | None) -> list[list[float]
 
 
 class OpenAIEmbedder:
-    """POSTs to the target provider's /embeddings with the provider's own session and headers."""
+    """Calls the target's /embeddings through `upstream/` like any model call (a free slot of the
+    provider's, never a queued one; the provider's key, headers and failure kinds)."""
 
-    def __init__(self, target: "Target"):
+    def __init__(self, target: Target):
         self.target = target
         self.name = f"openai:{target.model}"
         self.dim: int | None = None
@@ -78,26 +80,24 @@ class OpenAIEmbedder:
         return self.dim
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
-        provider = self.target.provider
-        if provider.session is None:
-            raise EmbedderError(f"provider {provider.name} is not open")
-        body = orjson.dumps({"model": self.target.upstream_model, "input": list(texts)})
+        name = self.target.provider.name
         try:
-            async with provider.session.post(provider.url("/embeddings"), data=body,
-                                             headers=provider.headers) as response:
-                raw = await response.read()
-                status = response.status
-        except (aiohttp.ClientError, OSError) as exc:
-            raise EmbedderError(f"{provider.name}: {exc or type(exc).__name__}") from None
-        if status != 200:
-            raise EmbedderError(f"{provider.name}: /embeddings answered {status}")
+            answer = await call_for_gateway(self.target, "/embeddings", {"input": list(texts)})
+        except TargetFailed as exc:
+            if exc.kind == "queue_full":
+                raise EmbedderBusy(f"{name}: no free slot for an embedding call") from None
+            raise EmbedderError(f"{name}: {exc}") from None
+        except UpstreamStatus as exc:
+            raise EmbedderError(f"{name}: /embeddings answered {exc.status}") from None
+        if answer.status != 200:
+            raise EmbedderError(f"{name}: /embeddings answered {answer.status}")
+        payload = answer.data
         try:
-            payload = orjson.loads(raw)
             data = sorted(payload["data"], key=lambda item: item["index"])
             vectors = [item["embedding"] for item in data]
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            raise EmbedderError(f"{provider.name}: /embeddings answered something that is not embeddings") from None
-        usage = payload.get("usage") if isinstance(payload, dict) else None
+        except (KeyError, TypeError):
+            raise EmbedderError(f"{name}: /embeddings answered something that is not embeddings") from None
+        usage = payload.get("usage")
         if isinstance(usage, dict) and isinstance(usage.get("prompt_tokens"), int):
             self.usage["prompt_tokens"] += usage["prompt_tokens"]
         return check_vectors(vectors, len(texts), self.dim)
@@ -259,7 +259,7 @@ class LocalEmbedder:
             self._executor = None
 
 
-def make_embedder(config: EmbedderConfig, targets: Mapping[str, "Target"]) -> Embedder:
+def make_embedder(config: EmbedderConfig, targets: Mapping[str, Target]) -> Embedder:
     if config.kind == "local":
         return LocalEmbedder(config.model)
     target = targets.get(config.model)

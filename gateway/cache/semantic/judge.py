@@ -7,22 +7,23 @@ once. Each call's usage is returned so the gateway can count it as spent.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping, Protocol
+from typing import Any, Mapping, Protocol
 
-import aiohttp
-import orjson
 from cachetools import LRUCache
 
 from ...config import JudgeConfig
-
-if TYPE_CHECKING:
-    from ...runtime import Target
+from ...upstream.call import TargetFailed, UpstreamStatus, call_for_gateway
+from ...upstream.target import Target
 
 
 class JudgeError(Exception):
     """The judge could not give a verdict (down, slow, or an answer that is not a chat completion)."""
+
+
+class JudgeBusy(JudgeError):
+    """The judge model's provider has no free concurrency slot now: no verdict, and the judge is
+    not taken for down."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +67,7 @@ def parse_verdict(payload: Any) -> bool:
 
 
 class LLMJudge:
-    def __init__(self, target: "Target", cache_size: int = 10_000):
+    def __init__(self, target: Target, cache_size: int = 10_000):
         self.target = target
         self.model = target.model
         self._verdicts: LRUCache[tuple[str, str], bool] = LRUCache(maxsize=cache_size)
@@ -76,37 +77,26 @@ class LLMJudge:
         cached = self._verdicts.get(key)
         if cached is not None:
             return Verdict(cached, self.model, None)
-        provider = self.target.provider
-        if provider.session is None:
-            raise JudgeError(f"provider {provider.name} is not open")
-        body = orjson.dumps({
-            "model": self.target.upstream_model,
-            "messages": judge_messages(stored, incoming),
-            "temperature": 0,
-            "max_tokens": 1,
-        })
+        name = self.target.provider.name
+        body = {"messages": judge_messages(stored, incoming), "temperature": 0, "max_tokens": 1}
         try:
-            async with provider.session.post(provider.url("/chat/completions"), data=body,
-                                             headers=provider.headers) as response:
-                raw = await response.read()
-                status = response.status
-        except (aiohttp.ClientError, OSError) as exc:
-            raise JudgeError(f"{provider.name}: {exc or type(exc).__name__}") from None
-        except asyncio.TimeoutError:
-            raise JudgeError(f"{provider.name}: timed out") from None
-        if status != 200:
-            raise JudgeError(f"{provider.name}: the judge call answered {status}")
-        try:
-            payload = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise JudgeError("the judge's answer is not JSON") from None
+            answer = await call_for_gateway(self.target, "/chat/completions", body)
+        except TargetFailed as exc:
+            if exc.kind == "queue_full":
+                raise JudgeBusy(f"{name}: no free slot for a judge call") from None
+            raise JudgeError(f"{name}: {exc}") from None
+        except UpstreamStatus as exc:
+            raise JudgeError(f"{name}: the judge call answered {exc.status}") from None
+        if answer.status != 200:
+            raise JudgeError(f"{name}: the judge call answered {answer.status}")
+        payload = answer.data
         same = parse_verdict(payload)
         self._verdicts[key] = same
         usage = payload.get("usage") if isinstance(payload.get("usage"), dict) else {}
         return Verdict(same, self.model, usage)
 
 
-def make_judge(config: JudgeConfig | None, targets: Mapping[str, "Target"]) -> Judge | None:
+def make_judge(config: JudgeConfig | None, targets: Mapping[str, Target]) -> Judge | None:
     if config is None:
         return None
     target = targets.get(config.model)

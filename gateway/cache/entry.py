@@ -1,0 +1,65 @@
+"""A cached answer, and how the exact layer's stores keep one."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+
+
+@dataclass(slots=True)
+class Entry:
+    """A cached answer: the model that gave it and the chat.completion it gave."""
+
+    model: str
+    completion: dict[str, Any]
+    _body: bytes | None = None
+
+    @property
+    def body(self) -> bytes:
+        """The completion as JSON, serialised once per entry, not once per hit."""
+        if self._body is None:
+            self._body = orjson.dumps(self.completion)
+        return self._body
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "completion": self.completion}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "Entry | None":
+        if not isinstance(data, dict) or not isinstance(data.get("completion"), dict):
+            return None
+        return cls(str(data.get("model") or ""), data["completion"])
+
+
+class Store(Protocol):
+    """The exact layer's backend: entries with a TTL, and the locks that coalesce misses.
+
+    `pack` turns an entry into what the store keeps and `unpack` turns that back (None for
+    something that is not an entry: a miss, counted in `errors`). Every call is a miss or a no-op
+    when the backend is down, never an error.
+    """
+
+    name: str
+    errors: int
+
+    def pack(self, entry: Entry) -> Any: ...
+
+    def unpack(self, value: Any) -> Entry | None: ...
+
+    async def get(self, key: str) -> Any | None: ...
+
+    async def set(self, key: str, value: Any, ttl_s: float) -> None: ...
+
+    async def lock(self, key: str, ttl_ms: float) -> bool:
+        """True if this process now leads the key (and must `unlock` it)."""
+
+    async def unlock(self, key: str) -> None: ...
+
+    async def locked(self, key: str) -> bool: ...
+
+    async def count(self) -> int | None:
+        """Entries held, or None when not known now."""
+
+    async def close(self) -> None: ...

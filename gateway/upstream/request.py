@@ -1,0 +1,29 @@
+"""A client's request on its way upstream, carried as one value through routing to every attempt."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from ..record import RequestRecord
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamRequest:
+    payload: dict[str, Any]      # the client's body as parsed; never changed (each call builds its own)
+    path: str                    # the provider path: "/chat/completions" | "/embeddings"
+    stream: bool                 # the upstream is asked to stream
+    headers: dict[str, str]      # request id, trace headers, the client's Authorization when passed through
+    record: RequestRecord        # what the attempts tell the observer
+    # A stream whose client did not ask for the usage chunk: ask for it anyway, to count the
+    # tokens (the passthrough keeps it from the client).
+    ask_usage: bool = False
+
+    def body(self, upstream_model: str) -> bytes:
+        """The JSON sent to a target: the client's body with the target's own model name."""
+        if self.ask_usage:
+            options = {**(self.payload.get("stream_options") or {}), "include_usage": True}
+            return orjson.dumps({**self.payload, "model": upstream_model, "stream_options": options})
+        return orjson.dumps({**self.payload, "model": upstream_model})
