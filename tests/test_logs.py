@@ -13,6 +13,7 @@ import httpx
 import orjson
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from .fake_upstream import FakeUpstream, free_port
 
@@ -153,3 +154,17 @@ def test_content_logged_when_asked(serve, upstream):
         assert line["messages"] == [{"role": "user", "content": PLAN}]
         assert line["answer"] == f"Echo: {PLAN}"
     assert GATEWAY_KEY not in out and PROVIDER_KEY not in out
+
+
+def test_model_is_the_config_name_and_upstream_model_what_was_sent(serve, upstream):
+    # `model` means the same in the log as in the metric labels: the name under `models:`.
+    models = {"fast": {"provider": "fake", "name": "vendor/fast-model-v2", "input_per_1m": 0.1, "output_per_1m": 0.2}}
+    gw = serve(config(upstream, models=models, routes={"support": {"targets": ["fast"]}}))
+    assert ask(gw.url, GATEWAY_KEY, PLAN).status_code == 200
+    assert upstream.seen[-1].body["model"] == "vendor/fast-model-v2"
+    scraped = text_string_to_metric_families(httpx.get(gw.url + "/metrics", timeout=10).text)
+    labelled = [s.labels["model"] for f in scraped for s in f.samples if s.name == "gateway_requests_total"]
+    assert labelled == ["fast"]
+    lines, _, _ = gw.stop()
+    assert (lines[0]["model"], lines[0]["target"], lines[0]["upstream_model"]) == ("fast", "fast", "vendor/fast-model-v2")
+    assert lines[0]["cache_bypass"] == "temperature is not 0"

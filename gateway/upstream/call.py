@@ -86,19 +86,35 @@ async def call_target(target: Target, request: UpstreamRequest) -> Answer:
         record.upstream_s += time.perf_counter() - started  # a stream: until its headers; the pump adds the rest
 
 
-async def call_for_gateway(target: Target, path: str, payload: dict[str, Any]) -> JsonAnswer:
-    """A call the gateway makes for itself (an embedding, a judge's verdict) while a client waits.
+class CallFailed(Exception):
+    """A call the gateway made for itself got no usable answer. `busy`: the provider had no free
+    slot, so no call was made."""
+
+    def __init__(self, message: str, busy: bool = False):
+        super().__init__(message)
+        self.busy = busy
+
+
+async def call_for_gateway(target: Target, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """A call the gateway makes for itself (an embedding, a judge's verdict) while a client waits:
+    the JSON of its 200 answer, else CallFailed.
 
     It takes one of the provider's slots, like any call, but only a free one: it never queues
-    behind client requests, whose own wait it would lengthen. A provider with no free slot is a
-    TargetFailed("queue_full") at once. Same failure kinds as `call_target`.
+    behind client requests, whose own wait it would lengthen.
     """
     provider = target.provider
     if not provider.limiter.try_acquire():
-        raise TargetFailed("queue_full", too_busy(provider.name, "no free slot", 1))
-    answer = await _send(target, path, orjson.dumps({**payload, "model": target.upstream_model}), {}, False)
-    assert isinstance(answer, JsonAnswer)
-    return answer
+        raise CallFailed(f"{provider.name}: no free slot for a call to {path}", busy=True)
+    try:
+        answer = await _send(target, path, orjson.dumps({**payload, "model": target.upstream_model}), {}, False)
+    except TargetFailed as exc:
+        raise CallFailed(f"{provider.name}: {exc}") from None
+    except UpstreamStatus as exc:
+        raise CallFailed(f"{provider.name}: {path} answered {exc.status}") from None
+    assert isinstance(answer, JsonAnswer)  # not asked to stream
+    if answer.status != 200:
+        raise CallFailed(f"{provider.name}: {path} answered {answer.status}")
+    return answer.data
 
 
 async def _send(target: Target, path: str, body: bytes, headers: dict[str, str], stream: bool) -> Answer:

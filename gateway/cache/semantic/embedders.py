@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Mapping, Protocol, Sequence
 
 from ...config import EmbedderConfig
-from ...upstream.call import TargetFailed, UpstreamStatus, call_for_gateway
+from ...upstream.call import CallFailed, call_for_gateway
 from ...upstream.target import Target
 
 
@@ -80,22 +80,15 @@ class OpenAIEmbedder:
         return self.dim
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
-        name = self.target.provider.name
         try:
-            answer = await call_for_gateway(self.target, "/embeddings", {"input": list(texts)})
-        except TargetFailed as exc:
-            if exc.kind == "queue_full":
-                raise EmbedderBusy(f"{name}: no free slot for an embedding call") from None
-            raise EmbedderError(f"{name}: {exc}") from None
-        except UpstreamStatus as exc:
-            raise EmbedderError(f"{name}: /embeddings answered {exc.status}") from None
-        if answer.status != 200:
-            raise EmbedderError(f"{name}: /embeddings answered {answer.status}")
-        payload = answer.data
+            payload = await call_for_gateway(self.target, "/embeddings", {"input": list(texts)})
+        except CallFailed as exc:
+            raise (EmbedderBusy if exc.busy else EmbedderError)(str(exc)) from None
         try:
             data = sorted(payload["data"], key=lambda item: item["index"])
             vectors = [item["embedding"] for item in data]
         except (KeyError, TypeError):
+            name = self.target.provider.name
             raise EmbedderError(f"{name}: /embeddings answered something that is not embeddings") from None
         usage = payload.get("usage")
         if isinstance(usage, dict) and isinstance(usage.get("prompt_tokens"), int):

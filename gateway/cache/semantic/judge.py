@@ -13,7 +13,7 @@ from typing import Any, Mapping, Protocol
 from cachetools import LRUCache
 
 from ...config import JudgeConfig
-from ...upstream.call import TargetFailed, UpstreamStatus, call_for_gateway
+from ...upstream.call import CallFailed, call_for_gateway
 from ...upstream.target import Target
 
 
@@ -77,19 +77,11 @@ class LLMJudge:
         cached = self._verdicts.get(key)
         if cached is not None:
             return Verdict(cached, self.model, None)
-        name = self.target.provider.name
         body = {"messages": judge_messages(stored, incoming), "temperature": 0, "max_tokens": 1}
         try:
-            answer = await call_for_gateway(self.target, "/chat/completions", body)
-        except TargetFailed as exc:
-            if exc.kind == "queue_full":
-                raise JudgeBusy(f"{name}: no free slot for a judge call") from None
-            raise JudgeError(f"{name}: {exc}") from None
-        except UpstreamStatus as exc:
-            raise JudgeError(f"{name}: the judge call answered {exc.status}") from None
-        if answer.status != 200:
-            raise JudgeError(f"{name}: the judge call answered {answer.status}")
-        payload = answer.data
+            payload = await call_for_gateway(self.target, "/chat/completions", body)
+        except CallFailed as exc:
+            raise (JudgeBusy if exc.busy else JudgeError)(str(exc)) from None
         same = parse_verdict(payload)
         self._verdicts[key] = same
         usage = payload.get("usage") if isinstance(payload.get("usage"), dict) else {}
