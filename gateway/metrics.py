@@ -17,7 +17,7 @@ import asyncio
 import time
 from bisect import bisect_left
 from collections import deque
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from ddsketch import DDSketch
 from prometheus_client import CollectorRegistry
@@ -29,9 +29,8 @@ from starlette.responses import Response
 
 from .auth import bearer_token, presents
 from .errors import GatewayError
+from .runtime import Runtime
 
-if TYPE_CHECKING:
-    from .runtime import Runtime
 
 # Whole requests: 1 ms to 120 s (a long stream), roughly 1-2.5-5 per decade.
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0,
@@ -132,7 +131,7 @@ class Metrics:
     """Every metric the gateway exports, on its own registry (never the process-wide default one,
     so two apps in one process never collide)."""
 
-    def __init__(self, live: "Callable[[], Runtime | None]", quantile_window_s: float = 60.0):
+    def __init__(self, live: Callable[[], Runtime | None], quantile_window_s: float = 60.0):
         C, H = CounterVec, HistogramVec
         self.requests = C("gateway_requests_total", "Requests answered, by route, the model and provider that "
                           "answered, status class (2xx..5xx) and cache result (hit-exact, hit-semantic, miss, bypass).",
@@ -202,7 +201,7 @@ class Metrics:
             self.quantile_window_s = window_s
             self.windows = {}
 
-    async def exposition(self, runtime: "Runtime", accept: str | None) -> tuple[bytes, str]:
+    async def exposition(self, runtime: Runtime, accept: str | None) -> tuple[bytes, str]:
         try:  # Redis or Qdrant being slow must not stall the scrape
             async with asyncio.timeout(1.0):
                 self.cache_entries = await runtime.cache.entries()
@@ -215,7 +214,7 @@ class Metrics:
 class Collector:
     """Renders the counted families, and gauges read from live state when Prometheus scrapes."""
 
-    def __init__(self, metrics: Metrics, live: "Callable[[], Runtime | None]"):
+    def __init__(self, metrics: Metrics, live: Callable[[], Runtime | None]):
         self.metrics = metrics
         self.live = live
         # Backend error counters restart with a new backend (a reload that changes the cache

@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Callable, TextIO
+from typing import Any, Callable, TextIO
 
 from .config import GatewayConfig, ModelConfig
 from .logs import LEVELS, Figures, LineWriter, RequestLines, key_label
 from .metrics import Metrics
 from .pricing import cost_usd, has_prices
 from .record import RequestRecord
+from .runtime import Runtime
 
-if TYPE_CHECKING:
-    from .runtime import Runtime
 
 log = logging.getLogger("gateway.observe")
 
@@ -31,7 +30,7 @@ INFO, WARNING, ERROR = LEVELS["info"], LEVELS["warning"], LEVELS["error"]
 
 
 class Observer:
-    def __init__(self, config: GatewayConfig, runtime: "Callable[[], Runtime | None]",
+    def __init__(self, config: GatewayConfig, runtime: Callable[[], Runtime | None],
                  stream: TextIO | None = None):
         # The live runtime is read at scrape time only (gauges); requests come with their own.
         self.metrics = Metrics(runtime, config.metrics.quantile_window_s)
@@ -56,7 +55,7 @@ class Observer:
 
     # ---- per request -------------------------------------------------------------------------
 
-    def finish(self, record: RequestRecord, runtime: "Runtime") -> None:
+    def finish(self, record: RequestRecord, runtime: Runtime) -> None:
         """Called exactly once per request, after the last byte went to the client, with the
         runtime that served it."""
         try:
@@ -64,7 +63,7 @@ class Observer:
         except Exception:  # accounting must never break serving
             log.exception("could not observe request %s", record.request_id)
 
-    def _finish(self, record: RequestRecord, runtime: "Runtime") -> None:
+    def _finish(self, record: RequestRecord, runtime: Runtime) -> None:
         now = time.perf_counter()
         models = runtime.config.models
         m = self.metrics
@@ -133,7 +132,7 @@ class Observer:
             self.log.write(self.lines.line(record, Figures(level, total, ttft, prompt, completion, cached, saved,
                                                            upstream_model)))
 
-    def _count_cache(self, record: RequestRecord, runtime: "Runtime") -> None:
+    def _count_cache(self, record: RequestRecord, runtime: Runtime) -> None:
         counts = self.metrics.cache_counts
         layers = record.cache_layers
         for key in layers.items():
@@ -207,11 +206,11 @@ class Observer:
 
     # ---- scrape time and config -------------------------------------------------------------
 
-    async def exposition(self, runtime: "Runtime", accept: str | None) -> tuple[bytes, str]:
+    async def exposition(self, runtime: Runtime, accept: str | None) -> tuple[bytes, str]:
         self._count_semantic_spend(runtime)
         return await self.metrics.exposition(runtime, accept)
 
-    def _count_semantic_spend(self, runtime: "Runtime") -> None:
+    def _count_semantic_spend(self, runtime: Runtime) -> None:
         """The semantic cache's own upstream calls (judge verdicts, embeddings) are spent too."""
         semantic = runtime.cache.semantic
         if semantic is None:
