@@ -25,7 +25,7 @@ from .embedders import (Embedder, EmbedderBusy, EmbedderError, LocalEmbedder, Op
                         make_embedder)
 from .guard import Guard
 from .judge import Judge, JudgeBusy, JudgeError, LLMJudge, Verdict, make_judge
-from .store import Candidate, VectorStore, open_client
+from .store import Candidate, VectorStore, open_store
 from .veto import veto as rule_veto
 
 __all__ = [
@@ -116,19 +116,15 @@ class SemanticCache:
                 self._fail(self._embedder_guard, "embedder_errors", exc, SETUP_TIMEOUT_S)
                 return
             self._embedder_guard.succeeded()
-        qdrant = self.config.qdrant
+        store: VectorStore | None = None
         try:
-            client = open_client(qdrant, self.timeout_s)
-        except Exception as exc:  # e.g. an on-disk path that another process holds
-            self._fail(self._qdrant_guard, "qdrant_errors", exc)
-            return
-        store = VectorStore(client, self.config.collection, remote=bool(qdrant.url))
-        try:
+            store = open_store(self.config.qdrant, self.config.collection, self.timeout_s)
             await asyncio.wait_for(store.ensure_collection(self._dim), max(self.timeout_s, 5.0))
-        except Exception as exc:
+        except Exception as exc:  # down, another size, or an on-disk path that another process holds
             self._fail(self._qdrant_guard, "qdrant_errors", exc, max(self.timeout_s, 5.0))
             try:
-                await client.close()
+                if store is not None:
+                    await store.close()
             except Exception:
                 pass
             return
