@@ -200,7 +200,7 @@ async def lookup(args) -> dict:
     """Paraphrases of stored questions, one request at a time, for `duration` seconds."""
     tally = Tally()
     qs = Q.all_questions()[: args.stored]
-    rng = random.Random(11)
+    rng = random.Random(args.seed)
     idx = Q.index()
     hdrs = headers(args)
     async with session(args.concurrency) as sess:
@@ -280,6 +280,7 @@ def main() -> None:
     lk.add_argument("--stored", type=int, default=10000)
     lk.add_argument("--duration", type=float, default=10)
     lk.add_argument("--max-requests", type=int, default=100000)
+    lk.add_argument("--seed", type=int, default=11, help="another seed asks other paraphrases")
     m = sub.add_parser("mix", parents=[common])
     m.add_argument("--n", type=int, default=2000, help="requests")
     m.add_argument("--pool", type=int, default=1000, help="distinct questions the Zipf draws from")

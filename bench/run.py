@@ -19,6 +19,7 @@ import os
 import platform
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from datetime import datetime, timezone
@@ -353,6 +354,7 @@ class Bench:
                 f"p99 {fmt(lat.get('p99'))} ms, wrong {lookup['semantic_wrong']}/{lookup['semantic_checked']}")
             self.results["semantic"] = {"entries": a.entries, "fill": fill, "lookup": lookup,
                                         "metrics": report.cache_metrics(gw.metrics())}
+            self.results["semantic"]["beside"] = self.passthrough_beside_lookups(gw, base)
             gw.stop()
             if not a.smoke:  # the embedder alone, on the now quiet machine: the floor of a lookup
                 try:
@@ -365,6 +367,30 @@ class Bench:
             self.fail("semantic", exc)
         finally:
             gw.stop()
+
+    def passthrough_beside_lookups(self, gw, base: list[str]) -> dict:
+        """Does the semantic layer stall the event loop? A pass-through route's latency (8 in flight)
+        alone, then while semantic lookups run at full speed (4 in flight) in the same process."""
+        a = self.args
+        body, url = body_for(gw.model("instant"), False), gw.url("instant")
+        alone = self.wrk(url, 8, a.duration, body, [])
+        found: dict = {}
+
+        def lookups() -> None:
+            found.update(run_json(base + ["lookup", "--url", url, "--model", "faq", "--stored", str(a.entries),
+                                          "--duration", str(a.duration + 2), "--concurrency", "4", "--seed", "12",
+                                          "--timeout", str(a.duration + 30)], a.duration + 120))
+
+        thread = threading.Thread(target=lookups)
+        thread.start()
+        time.sleep(1)  # the lookups are under way
+        beside = self.wrk(url, 8, a.duration, body, [])
+        thread.join()
+        out = {"alone": alone, "beside": beside, "lookups": found.get("requests"),
+               "lookup_p50_ms": found.get("latency_ms", {}).get("hit-semantic", {}).get("p50")}
+        log(f"  pass-through beside lookups: p99 {alone['p99']:.2f} -> {beside['p99']:.2f} ms "
+            f"({found.get('requests')} lookups meanwhile)")
+        return out
 
     def mix(self) -> None:
         if not self.selected("mix"):
