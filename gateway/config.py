@@ -255,6 +255,10 @@ class QdrantConfig(_Strict):
         return v
 
 
+# The bundled multilingual model (USE Multilingual v3) under the names `embedder.model` accepts.
+MULTILINGUAL_MODELS = frozenset({"multilingual", "universal-sentence-encoder-multilingual-3", "use-multilingual-v3"})
+
+
 class EmbedderConfig(_Strict):
     kind: Literal["openai", "local"] = "openai"
     # openai: a model under `models:`; local: all-MiniLM-L6-v2 (bundled by the `local` extra), a
@@ -273,10 +277,11 @@ class SemanticCacheConfig(_Strict):
     qdrant: QdrantConfig = QdrantConfig()
     collection: str = "gateway_semantic_cache"
     embedder: EmbedderConfig = EmbedderConfig()
-    # Cosine similarity a candidate needs before verification. 0.72 is calibrated for the local
-    # all-MiniLM-L6-v2 with the rule veto (README "Semantic cache"); other embedders score on their
-    # own scale: run scripts/calibrate_semantic.py for yours.
-    threshold: float = Field(0.72, gt=0, le=1)
+    # Cosine similarity a candidate needs before verification. Unset: the value calibrated with
+    # the rule veto for the bundled model (README "Semantic cache"): 0.72 for all-MiniLM-L6-v2,
+    # 0.80 for multilingual. Other embedders score on their own scale: run
+    # scripts/calibrate_semantic.py for yours.
+    threshold: float | None = Field(None, gt=0, le=1)
     top_k: int = Field(5, ge=1)
     verify: JudgeConfig | None = None
     single_turn_only: bool = True
@@ -287,6 +292,13 @@ class SemanticCacheConfig(_Strict):
     # Longer questions skip the layer: embedders read only the first few hundred tokens, so two
     # long prompts that differ near the end would look identical.
     max_text_chars: int = Field(500, ge=1)
+
+    @model_validator(mode="after")
+    def _calibrated_threshold(self) -> "SemanticCacheConfig":
+        if self.threshold is None:
+            local_multilingual = self.embedder.kind == "local" and self.embedder.model.lower() in MULTILINGUAL_MODELS
+            self.threshold = 0.80 if local_multilingual else 0.72
+        return self
 
 
 class CacheConfig(_Strict):

