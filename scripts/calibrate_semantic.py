@@ -34,7 +34,6 @@ from gateway.config import ModelConfig, ProviderConfig, SemanticCacheConfig  # n
 from gateway.runtime import Target  # noqa: E402
 from gateway.upstream.client import Provider  # noqa: E402
 
-DEFAULT_THRESHOLD = SemanticCacheConfig.model_fields["threshold"].default
 
 
 def remote_target(url: str, model: str, key: str | None) -> Target:
@@ -121,9 +120,14 @@ async def main() -> None:
     parser.add_argument("--judge-model", default="gpt-4o-mini")
     parser.add_argument("--api-key", default=os.environ.get("OPENAI_API_KEY"))
     parser.add_argument("--thresholds", default="0.50:0.96:0.02", help="start:stop:step")
-    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="the threshold to report held-out numbers for")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="the threshold to report held-out numbers for (default: the embedder's calibrated default)")
     parser.add_argument("--show-errors", choices=["dev", "test", "all"], help="list the veto's mistakes at --threshold")
     args = parser.parse_args()
+    if args.threshold is None:  # what the gateway uses when `threshold` is not set
+        embedder_config = ({"kind": "openai", "model": args.embedder_model} if args.embedder_url
+                           else {"kind": "local", "model": args.local_model})
+        args.threshold = SemanticCacheConfig(embedder=embedder_config).threshold
 
     pairs = load_pairs(args.data)
     embedder: Embedder
@@ -168,6 +172,31 @@ async def main() -> None:
                  for split in ("dev", "test")}
         for k, t in enumerate(ts):
             print(f"  {t:.2f}     " + "  ".join(f"{cell(pools[split][k]):<20}" for split in ("dev", "test")))
+    parts = (("catalogue", lambda p: p.domain == "catalogue",
+              "the catalogue part alone (one frame, another product, kind, intent or attribute)"),
+             ("older", lambda p: p.domain != "catalogue", "the older support and general pairs alone"))
+    for part, in_part, what in parts:
+        print(f"\n[en] {what} at {args.threshold:.2f}: pairs, then pool (its stored questions in one partition)")
+        sub_all = [p for p in pairs if p.lang == "en" and in_part(p)]
+        for split in ("dev", "test"):
+            idx = [i for i in select(pairs, lang="en", split=split) if in_part(pairs[i])]
+            if not idx:
+                continue
+            sub = [pairs[i] for i in idx]
+            rows = [f"{m}: {cell(score(sub, [sims[i] for i in idx], [reasons[i] for i in idx], m, args.threshold))}"
+                    for m in ("embedding", "veto")]
+            [pool] = pool_scores(sub_all, vectors, [j for j, p in enumerate(sub_all) if p.split == split],
+                                 [args.threshold])
+            print(f"  en {split:<4} ({len(idx)} pairs)  " + "   ".join(rows) + f"   pool: {cell(pool)}")
+    for part, in_part, what in parts:
+        print(f"\n[zh] the rule veto alone on the {part} pairs (no embedder reads Chinese here):")
+        for split in ("dev", "test"):
+            sub = [(p, r) for p, r in zip(pairs, reasons) if p.lang == "zh" and in_part(p) and p.split == split]
+            if sub:
+                para = [r is None for p, r in sub if p.same]
+                miss = [r is None for p, r in sub if p.kind == "near_miss"]
+                print(f"  zh {split:<4} near misses let through {sum(miss)}/{len(miss)}, "
+                      f"paraphrases kept {sum(para)}/{len(para)} = {sum(para) / max(1, len(para)):.2f}")
     print(f"\nAt threshold {args.threshold:.2f}, by split (P = precision, R = recall, n = served):")
     for lang in ("en", "zh"):
         for split in ("dev", "test"):

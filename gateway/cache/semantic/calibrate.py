@@ -33,8 +33,9 @@ class Pair:
     same: bool
     lang: str        # en | zh
     kind: str        # paraphrase | near_miss | unrelated
-    twist: str | None  # near misses: word | entity | number | negation | direction
+    twist: str | None  # near misses: word | entity | number | negation | direction | kind | intent | attribute
     split: str       # dev (the veto was tuned on it) | test (held out)
+    domain: str = "support"  # support | general | mixed | catalogue (one frame, another product or intent)
 
 
 def load_pairs(path: str | Path) -> list[Pair]:
@@ -44,7 +45,7 @@ def load_pairs(path: str | Path) -> list[Pair]:
             if line.strip():
                 row = json.loads(line)
                 pairs.append(Pair(row["a"], row["b"], bool(row["same"]), row["lang"], row["kind"],
-                                  row.get("twist"), row["split"]))
+                                  row.get("twist"), row["split"], row.get("domain", "support")))
     return pairs
 
 
@@ -125,8 +126,10 @@ def sweep(pairs: Sequence[Pair], sims: Sequence[float], reasons: Sequence[str | 
     return [score(pairs, sims, reasons, mode, t, verdicts) for t in thresholds]
 
 
-def select(pairs: Sequence[Pair], *, lang: str | None = None, split: str | None = None) -> list[int]:
-    return [i for i, p in enumerate(pairs) if (lang is None or p.lang == lang) and (split is None or p.split == split)]
+def select(pairs: Sequence[Pair], *, lang: str | None = None, split: str | None = None,
+           domain: str | None = None) -> list[int]:
+    return [i for i, p in enumerate(pairs) if (lang is None or p.lang == lang) and (split is None or p.split == split)
+            and (domain is None or p.domain == domain)]
 
 
 # ---- pool mode: one cache holding every stored question ---------------------------------------
