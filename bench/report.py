@@ -309,13 +309,13 @@ def semantic_md(sem: dict) -> list[str]:
         L.append("")
     probe = sem.get("embedder_alone")
     if probe:
-        L += [f"The embedder alone (all-MiniLM-L6-v2, sentence-transformers, torch {probe['torch']} on CPU, "
-              "outside the gateway, same machine right after the lookups):", "",
-              "| torch threads | one question P50 ms | P95 ms | min ms | batch of 16 ms |", "|---:|---:|---:|---:|---:|"]
-        for r in probe.get("runs", [probe]):
-            L.append(f"| {r['torch_threads']}{' (default)' if r['torch_threads'] == probe.get('default_threads') else ''} "
-                     f"| {r['single_ms']['p50']:.1f} | {r['single_ms']['p95']:.1f} | {r['single_ms']['min']:.1f} | "
-                     f"{r['batch16_ms']:.1f} |")
+        L += ["The bundled embedders alone (each in its own process, one thread, outside the gateway, same "
+              "machine right after the lookups):", "",
+              "| embedder | load s | RSS MiB | one question P50 ms | P95 ms | min ms | batch of 16 ms |",
+              "|---|---:|---:|---:|---:|---:|---:|"]
+        for name, e in (probe.get("embedders") or {}).items():
+            L.append(f"| {name} ({e['kind']}) | {e['load_s']:.2f} | {e['rss_mib']:.0f} | {e['single_ms']['p50']:.1f} | "
+                     f"{e['single_ms']['p95']:.1f} | {e['single_ms']['min']:.1f} | {e['batch16_ms']:.1f} |")
         L.append("")
     if fill.get("metrics"):
         L += ["Gateway metrics after the fill: " + ", ".join(f"`{k}` {v:g}" for k, v in fill["metrics"].items()), ""]
