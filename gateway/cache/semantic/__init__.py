@@ -230,6 +230,10 @@ class SemanticCache:
         spent: list[tuple[str, dict[str, Any]]] = []
         for candidate in sorted(candidates, key=lambda c: c.score, reverse=True):
             if candidate.text != text:
+                # The search and each veto run on the event loop (the in-process store holds the
+                # GIL; the veto is Python): yield between them, so that a burst of lookups whose
+                # embeddings came back in one batch does not hold other requests for its sum.
+                await asyncio.sleep(0)
                 if rule_veto(candidate.text, text) is not None:
                     self.stats["vetoes"] += 1
                     continue

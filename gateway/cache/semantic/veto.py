@@ -26,6 +26,7 @@ words.
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 import unicodedata
 from collections import Counter
@@ -454,7 +455,11 @@ def _modifiers(words: list[str], content: list[bool], names: frozenset[str]) -> 
     return {k: frozenset(v) for k, v in out.items()}
 
 
+@functools.lru_cache(maxsize=8192)
 def parse(raw: str) -> Question:
+    """What the veto reads in a question. Cached: a lookup compares one incoming question with up
+    to top_k stored ones, and hot stored questions come back lookup after lookup (the Question is
+    only ever read)."""
     nfkc = unicodedata.normalize("NFKC", raw)
     text = " ".join(nfkc.lower().split())
     tokens = _TOKEN.findall(text)
