@@ -229,7 +229,7 @@ async def lookup(args) -> dict:
 async def mix(args) -> dict:
     """Zipf over a pool of questions; each ask is the canonical text, a paraphrase, or a new question."""
     rng = random.Random(args.seed)
-    qs = Q.all_questions()[::-1]  # from the far end: `fill` stores from the front
+    qs = Q.all_questions()[:Q.BASE][::-1]  # from the far end of the base: `fill` stores from the front
     pool, fresh = qs[: args.pool], iter(qs[args.pool:])
     idx = Q.index()
     plan = []

@@ -59,7 +59,12 @@ _ADJ = ["Aurora", "Nimbus", "Atlas", "Zephyr", "Vertex", "Lumen", "Cobalt", "Ori
 _NOUN = ["router", "blender", "headphones", "smartwatch", "vacuum", "thermostat", "camera", "e-bike",
          "espresso machine", "air purifier", "keyboard", "speaker", "tablet", "drone", "projector",
          "electric toothbrush", "baby monitor", "sewing machine", "rice cooker", "lawn mower"]
-PRODUCTS = [f"{a} {n}" for a in _ADJ for n in _NOUN]  # 500
+# A product line's models ("Aurora router Pro"): more products of the same frames, for a cache of
+# 100,000 questions. Each is a name of its own, so the veto keeps them apart like any two products.
+_SERIES = ["Pro", "Mini", "Max", "Plus", "Lite", "Air", "Ultra", "Neo", "Go"]
+PRODUCTS = [f"{a} {n}" for a in _ADJ for n in _NOUN]  # 500: the first 10,000 questions
+PRODUCTS += [f"{a} {n} {s}" for s in _SERIES for a in _ADJ for n in _NOUN]  # 4,500 more
+BASE = 20 * 500  # the questions of the 500 base products: the default scenarios use only these
 
 
 WORDINGS = 6  # 0 canonical, 1-3 rephrased, 4-5 the same words typed differently
@@ -75,10 +80,13 @@ def text(intent: int, product: int, wording: int = 0) -> str:
 
 
 def all_questions() -> list[tuple[int, int]]:
-    """Every (intent, product), shuffled with a fixed seed: 20 x 500 = 10,000."""
-    qs = [(i, p) for i in range(len(INTENTS)) for p in range(len(PRODUCTS))]
-    random.Random(7).shuffle(qs)
-    return qs
+    """Every (intent, product): first the 10,000 of the base products, shuffled with a fixed seed,
+    then the 90,000 of their series models, shuffled too (a fill of more than 10,000 reaches them)."""
+    base = [(i, p) for i in range(len(INTENTS)) for p in range(500)]
+    random.Random(7).shuffle(base)
+    series = [(i, p) for i in range(len(INTENTS)) for p in range(500, len(PRODUCTS))]
+    random.Random(8).shuffle(series)
+    return base + series
 
 
 def index() -> dict[str, tuple[int, int]]:

@@ -21,20 +21,24 @@ DATA = Path(__file__).parent / "data" / "semantic_eval.jsonl"
 THRESHOLD = SemanticCacheConfig().threshold   # all-MiniLM-L6-v2's
 
 
-@pytest.fixture(scope="module")
-def english() -> Any:
-    """The English pairs and a vector for each of their texts, embedded once (nothing on disk)."""
-    pairs = [p for p in load_pairs(DATA) if p.lang == "en"]
-
+def embedded(pairs: list[Any], model: str) -> Any:
+    """A vector for each text of `pairs`, by the local `model`, embedded once (nothing on disk)."""
     async def embed() -> Any:
-        embedder = LocalEmbedder("all-MiniLM-L6-v2")
+        embedder = LocalEmbedder(model)
         await embedder.start()
         try:
             return await embed_texts((t for p in pairs for t in (p.stored, p.incoming)), embedder)
         finally:
             await embedder.close()
 
-    return pairs, asyncio.run(embed())
+    return asyncio.run(embed())
+
+
+@pytest.fixture(scope="module")
+def english() -> Any:
+    """The English pairs and their all-MiniLM-L6-v2 vectors."""
+    pairs = [p for p in load_pairs(DATA) if p.lang == "en"]
+    return pairs, embedded(pairs, "all-MiniLM-L6-v2")
 
 
 def test_the_set_is_large_varied_and_split():
@@ -127,16 +131,7 @@ def test_held_out_chinese_older_pairs_veto_alone():
 def multilingual() -> Any:
     """Every pair, embedded by the bundled multilingual model (USE Multilingual v3)."""
     pairs = load_pairs(DATA)
-
-    async def embed() -> Any:
-        embedder = LocalEmbedder("multilingual")
-        await embedder.start()
-        try:
-            return await embed_texts((t for p in pairs for t in (p.stored, p.incoming)), embedder)
-        finally:
-            await embedder.close()
-
-    return pairs, asyncio.run(embed())
+    return pairs, embedded(pairs, "multilingual")
 
 
 def test_held_out_chinese_with_the_multilingual_embedder(multilingual):
