@@ -122,6 +122,14 @@ def priced(model: str, usage: dict, factor: float = 1.0) -> float:
     return factor * (usage["prompt_tokens"] * inp + usage["completion_tokens"] * out) / 1e6
 
 
+async def finished(records, n: int):
+    """The n-th finished record (the observer runs just after the client has its answer)."""
+    deadline = time.monotonic() + 5
+    while len(records.records) < n and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    return records.records[n - 1]
+
+
 async def test_a_request_that_spans_a_reload_is_priced_as_it_ran(start_gateway, fakes):
     # A cost route answered by its cheap target: what it cost and what routing saved against the
     # strong target are both priced from the models the request ran on, not the reloaded ones.
@@ -144,7 +152,7 @@ async def test_a_request_that_spans_a_reload_is_priced_as_it_ran(start_gateway, 
     assert not slow.done()   # the reload came while the request was upstream
 
     assert (await slow).status_code == 200
-    old = records.records[-1]
+    old = await finished(records, 1)
     assert old.model == "cheap-model" and old.baseline_model == "strong-model"
     assert old.cost_usd == pytest.approx(priced("cheap-model", old.usage))
     assert metric(gw, "gateway_cost_usd_total", model="cheap-model") == pytest.approx(old.cost_usd, abs=1e-12)
@@ -152,7 +160,7 @@ async def test_a_request_that_spans_a_reload_is_priced_as_it_ran(start_gateway, 
     assert metric(gw, "gateway_cost_saved_usd_total", model="strong-model") == pytest.approx(saved, abs=1e-12)
 
     await client.chat.completions.create(model="frugal", messages=MESSAGES)   # after the reload: new prices
-    new = records.records[-1]
+    new = await finished(records, 2)
     assert new.cost_usd == pytest.approx(priced("cheap-model", new.usage, 10))
     saved += priced("strong-model", new.usage, 10) - new.cost_usd
     assert metric(gw, "gateway_cost_saved_usd_total", model="strong-model") == pytest.approx(saved, abs=1e-12)

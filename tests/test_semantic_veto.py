@@ -105,6 +105,11 @@ def test_paraphrases_pass(stored, incoming):
     ("How do I factory reset the Oska drone?", "What can I do when my Oska drone stays off?"),
     ("Can I return the Oska drone?", "How long is the warranty on the Oska drone?"),
     ("How do I cancel my Oska drone order?", "How do I change the shipping address of my Oska drone order?"),
+    # cleaning and passwords are intents too (a device that stays off, a factory reset)
+    ("How do I clean the Oska drone?", "What can I do when my Oska drone stays off?"),
+    ("How do I factory reset the Orlo speaker?", "I forgot the password of my Orlo speaker, how do I reset it?"),
+    ("柯蓝电水壶怎么清洗？", "柯蓝电水壶怎么开机？"),
+    ("柯蓝路由器怎么恢复出厂设置？", "柯蓝路由器的密码忘了怎么办？"),
     # the same product and intent, another attribute
     ("Does the Brisa kettle come in white?", "Is there a red Brisa kettle?"),
     ("Is there a smaller Brisa kettle?", "Do you sell a larger Brisa kettle?"),
@@ -145,6 +150,9 @@ def test_a_word_without_counterpart_vetoes(stored, incoming):
     ("How do I factory reset my Oska drone?", "How can I restore the Oska drone to its factory settings?"),
     ("Is the Oska drone covered by a warranty?", "Does a warranty come with the Oska drone?"),
     ("How do I assemble the Oska desk?", "how do i put my oska desk together"),
+    ("How do I clean my Brisa kettle?", "What is the best way to wash the Brisa kettle?"),
+    ("柯蓝电水壶怎么清洗？", "柯蓝电水壶如何清洁？"),
+    ("柯蓝路由器密码忘了怎么办？", "柯蓝路由器的密码忘记了怎么办"),
     # one plain word without counterpart, when nothing is named: the synonym no table holds
     ("How long should I boil an egg for a soft yolk?", "Boiling time for a soft-boiled egg?"),
     # reordered words without "from" / "to" roles

@@ -232,6 +232,8 @@ _INTENTS_EN = [
     "manual handbook booklet",
     "noise noisy loud rattle buzz hum squeak",
     "wifi wireless",
+    "clean cleaning wash",
+    "password passcode",
 ]
 # Attributes: slots, each group one value ("in black" / "in cream", "smaller" / "larger").
 _ATTRIBUTES_EN = [
@@ -246,11 +248,9 @@ _SYNONYMS_EN = [
     "factory default defaults",
     "connect connection link join sync",
     "network internet",
-    "clean wash",
     "guide documentation",
     "sound",
     "colour color shade",
-    "password passcode",
     "forget forgot forgotten",
     "login signin logon",
     "email e-mail",
@@ -334,19 +334,19 @@ _INTENTS_ZH = [
     "收货地址 送货地址 配送地址 地址",
     "manual 说明书 手册",
     "noise 噪音",
+    "clean 清洗 清洁",
+    "password 密码",
 ]
 _ATTRIBUTES_ZH = ["black 黑色 黑", "white 白色 白", "red 红色 红", "blue 蓝色 蓝", "green 绿色 绿", "yellow 黄色 黄",
                   "pink 粉色 粉红色 粉", "purple 紫色 紫", "orange 橙色", "brown 棕色 咖啡色", "beige 米色 米白色",
                   "silver 银色", "gold 金色", "grey 灰色 灰", "large 大号 大码 大尺寸", "small 小号 小码 小尺寸 迷你"]
 _SYNONYMS_ZH = [
+    "开机 启动",
     "发货 寄出 发出 配送 寄到 送到",
     "包裹",
     "多长时间 多久 多少天 几天 几年 多少年 多长 什么时候 多少时间",
     "颜色",
-    "开机 启动",
     "声音",
-    "清洗 清洁",
-    "密码",
     "忘记 忘了",
     "到账 到帐",
     "连接 连上",
