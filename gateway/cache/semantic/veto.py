@@ -395,6 +395,7 @@ def _canonical_text(text: str) -> str:
 
     return _ZH_TERMS.sub(zh, text)
 
+
 # ---- normalised questions ------------------------------------------------------------------
 
 
