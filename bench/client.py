@@ -17,6 +17,7 @@ import random
 import sys
 import time
 from collections import Counter
+from pathlib import Path
 from urllib.parse import urlparse
 
 import aiohttp
@@ -217,9 +218,12 @@ async def lookup(args) -> dict:
                 if time.monotonic() > end:
                     return
                 layer = await ask(sess, args.url, hdrs, Q.text(q[0], q[1], w), args.model, tally, q, idx)
+                if args.ready_file and not ready:
+                    ready.append(Path(args.ready_file).touch())
                 by_wording[f"{'rephrased' if w <= 3 else 'retyped'}/{layer}"] += 1
 
         by_wording: Counter = Counter()
+        ready: list = []  # non-empty once the first answer came back (then --ready-file exists)
         await asyncio.gather(*(worker() for _ in range(args.concurrency)))
         out = summary(tally, time.perf_counter() - t0, True)
         out["by_wording"] = dict(by_wording)
@@ -281,6 +285,8 @@ def main() -> None:
     lk.add_argument("--duration", type=float, default=10)
     lk.add_argument("--max-requests", type=int, default=100000)
     lk.add_argument("--seed", type=int, default=11, help="another seed asks other paraphrases")
+    lk.add_argument("--ready-file", help="touched once the first lookup is answered (the client's start-up "
+                                         "costs a CPU-second that must not overlap a measurement beside it)")
     m = sub.add_parser("mix", parents=[common])
     m.add_argument("--n", type=int, default=2000, help="requests")
     m.add_argument("--pool", type=int, default=1000, help="distinct questions the Zipf draws from")

@@ -9,6 +9,7 @@ its own. References: sentence-transformers + torch for MiniLM (when installed), 
 package's own `USE()` as shipped for the multilingual one.
 
     python bench/embed_probe.py [N]          # N questions (default 200); prints BENCH_JSON {...}
+    python bench/embed_probe.py --burn S F   # encode for S seconds, busy a share F of one core
 """
 
 from __future__ import annotations
@@ -110,7 +111,26 @@ def probe_one(model: str, n: int) -> dict:
     return out
 
 
+def burn(seconds: float, share: float) -> None:
+    """Encode batches of 4 questions on one thread, busy `share` of the time, for `seconds`: the
+    semantic layer's CPU load without its gateway (the control of the pass-through-beside run)."""
+    sys.path.insert(0, str(ROOT))
+    from gateway.cache.semantic.embedders import LocalEmbedder
+
+    encoder = LocalEmbedder.load(MODELS[0])
+    texts = [Q.text(i % 20, i // 20, 1) for i in range(400)]
+    end, i = time.monotonic() + seconds, 0
+    while time.monotonic() < end:
+        t0 = time.monotonic()
+        encoder.encode(texts[i:i + 4])
+        i = (i + 4) % (len(texts) - 4)
+        busy = time.monotonic() - t0
+        time.sleep(busy * (1 - share) / share)
+
+
 def main() -> None:
+    if len(sys.argv) > 3 and sys.argv[1] == "--burn":
+        return burn(float(sys.argv[2]), float(sys.argv[3]))
     if len(sys.argv) > 2 and sys.argv[1] == "--one":
         sys.stdout.write(json.dumps(probe_one(sys.argv[2], int(sys.argv[3]))) + "\n")
         return

@@ -154,7 +154,8 @@ class Bench:
             return None
         out = self.out / f"profile-{target.name}-{scenario}.collapsed"
         argv = [str(pyspy), "record", "--pid", str(target.pid()), "--duration", str(max(1, int(self.args.duration))),
-                "--rate", "250", "--format", "raw", "--output", str(out), "--subprocesses", "--nonblocking"]
+                "--rate", "250", "--format", "raw", "--output", str(out), "--subprocesses", "--nonblocking",
+                "--threads"]
         return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), out, target.name
 
     def stop_profile(self, profiler, scenario: str) -> None:
@@ -370,26 +371,51 @@ class Bench:
 
     def passthrough_beside_lookups(self, gw, base: list[str]) -> dict:
         """Does the semantic layer stall the event loop? A pass-through route's latency (8 in flight)
-        alone, then while semantic lookups run at full speed (4 in flight) in the same process."""
+        alone, then while semantic lookups run at full speed (4 in flight) in the same process, then
+        (the control) beside a process that only burns the CPU share that the semantic layer's embedder
+        thread and Qdrant helper used meanwhile: what the pass-through loses to a busy machine rather
+        than to a blocked loop."""
         a = self.args
         body, url = body_for(gw.model("instant"), False), gw.url("instant")
         alone = self.wrk(url, 8, a.duration, body, [])
         found: dict = {}
+        ready = self.work / "lookups-ready"
+        ready.unlink(missing_ok=True)
 
         def lookups() -> None:
             found.update(run_json(base + ["lookup", "--url", url, "--model", "faq", "--stored", str(a.entries),
-                                          "--duration", str(a.duration + 2), "--concurrency", "4", "--seed", "12",
-                                          "--timeout", str(a.duration + 30)], a.duration + 120))
+                                          "--duration", str(a.duration + 3), "--concurrency", "4", "--seed", "12",
+                                          "--ready-file", str(ready), "--timeout", str(a.duration + 60)],
+                                  a.duration + 120))
 
         thread = threading.Thread(target=lookups)
         thread.start()
-        time.sleep(1)  # the lookups are under way
+        deadline = time.monotonic() + 30
+        while not ready.exists() and thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # the lookups are under way
+        profiler = self.start_profile("semantic-beside", gw)
+        layer = ("gateway-embed", "gateway-qdrant")
+        cpu0, t0 = gw.thread_cpu_s(*layer), time.monotonic()
         beside = self.wrk(url, 8, a.duration, body, [])
+        embed_share = (gw.thread_cpu_s(*layer) - cpu0) / (time.monotonic() - t0)
+        self.stop_profile(profiler, "semantic-beside")
         thread.join()
-        out = {"alone": alone, "beside": beside, "lookups": found.get("requests"),
+        out = {"alone": alone, "beside": beside, "lookups": found.get("requests"), "embedder_cpu": embed_share,
                "lookup_p50_ms": found.get("latency_ms", {}).get("hit-semantic", {}).get("p50")}
         log(f"  pass-through beside lookups: p99 {alone['p99']:.2f} -> {beside['p99']:.2f} ms "
-            f"({found.get('requests')} lookups meanwhile)")
+            f"({found.get('requests')} lookups meanwhile, the embedder and Qdrant busy {embed_share:.0%} of a core)")
+        if embed_share > 0.02:
+            burner = subprocess.Popen([venv_python(), str(BENCH / "embed_probe.py"), "--burn", str(a.duration + 8),
+                                       f"{min(embed_share, 1.0):.3f}"], cwd=BENCH,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                time.sleep(5)  # the model is loaded and burning
+                out["control"] = self.wrk(url, 8, a.duration, body, [])
+            finally:
+                burner.kill()
+                burner.wait()
+            log(f"  control, the same CPU share burnt in another process: p99 {out['control']['p99']:.2f} ms")
         return out
 
     def mix(self) -> None:

@@ -8,11 +8,12 @@ instant (JSON at once), slow (JSON after 50 ms) and paced (an SSE stream of 20 c
 from __future__ import annotations
 
 import json
+import os
 import time
 import urllib.request
 from pathlib import Path
 
-from common import LOOPBACK, VENV_BIN, Proc, free_port, venv_python, wait_port, BENCH
+from common import BENCH, LOOPBACK, VENV_BIN, Proc, descendants, free_port, venv_python, wait_port
 from upstream import Nginx
 
 MODELS = {"instant": "gpt-4o-mini", "slow": "gpt-4o-mini-slow", "paced": "gpt-4o-mini-stream"}
@@ -39,6 +40,24 @@ class Target:
 
     def rss_mb(self) -> float | None:
         return self.proc.rss_mb() if self.proc else None
+
+    def thread_cpu_s(self, *names: str) -> float:
+        """CPU seconds (user + system) so far of the threads, in this process and its children, whose
+        name starts with one of `names` (the gateway names its embedder thread and Qdrant helper)."""
+        total, tick = 0.0, os.sysconf("SC_CLK_TCK")
+        for pid in [self.pid(), *descendants(self.pid())]:
+            try:
+                tasks = list(Path(f"/proc/{pid}/task").iterdir())
+            except OSError:
+                continue
+            for task in tasks:
+                try:
+                    if (task / "comm").read_text().startswith(names):
+                        fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+                        total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+                except (OSError, IndexError, ValueError):
+                    continue  # the thread ended meanwhile
+        return total
 
     def stop(self) -> None:
         if self.proc:

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, AsyncIterator
 
 import pytest
@@ -189,6 +192,36 @@ async def test_the_periodic_sweep_runs_by_itself(open_cache):
         await asyncio.sleep(0.05)
     assert await cache._store.count() == 0
     assert cache.stats["sweeps"] >= 1
+
+
+async def test_the_store_runs_in_a_helper_process_that_ends_with_the_cache(open_cache):
+    # Qdrant Edge holds the GIL while it searches: in the gateway's process a search would stall
+    # the event loop. The helper is a child of the gateway's, and closing the cache ends it.
+    cache = await open_cache()
+    await cache.store("p1", REFUND, answer("3 to 5 days"), ttl_s=60)
+    helper = cache._store._helper.process
+    assert helper.pid != os.getpid() and helper.poll() is None
+    assert Path(f"/proc/{helper.pid}/comm").read_text().strip() == "gateway-qdrant"
+    await cache.close()
+    assert helper.poll() is not None
+
+
+async def test_a_helper_that_dies_is_a_miss_then_a_new_one_takes_over(open_cache):
+    cache = await open_cache(local_config(cooldown_s=0.2))
+    await cache.store("p1", REFUND, answer("3 to 5 days"), ttl_s=60)
+    old = cache._store._helper
+    os.kill(old.process.pid, signal.SIGSTOP)                         # hung: the lookup's search waits
+    lookup = asyncio.ensure_future(cache.lookup("p1", REFUND_PARAPHRASE))
+    deadline = time.monotonic() + 10
+    while not old.waiting and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    os.kill(old.process.pid, signal.SIGKILL)                         # then dead, with a search in flight
+    assert await lookup is None                                      # a miss, counted, never an error
+    assert cache.stats["qdrant_errors"] == 1
+    await asyncio.sleep(0.25)                                        # the cooldown
+    # The new helper opens the same directory: what the old one wrote is still there.
+    assert (await cache.lookup("p1", REFUND_PARAPHRASE)).answer == answer("3 to 5 days")
+    assert cache._store._helper.process.pid != old.process.pid and old.process.poll() is not None
 
 
 async def test_an_on_disk_store_keeps_answers_across_restarts(open_cache, tmp_path):

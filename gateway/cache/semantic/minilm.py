@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+from cachetools import LRUCache
 
 _MAX_TOKENS = 256  # sentence_bert_config.json's max_seq_length: longer texts are truncated
 _OPSET = 17        # LayerNormalization is a standard op from 17 on
@@ -153,6 +154,7 @@ class MiniLM:
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(min(_MAX_TOKENS, int(config["max_position_embeddings"])))
         self.unk_id = self.tokenizer.token_to_id("[UNK]")
+        self._ids: LRUCache[str, list[int]] = LRUCache(maxsize=4096)
 
         options = onnxruntime.SessionOptions()
         # One thread: the event loop needs the other core, and on a shared 2-core machine a
@@ -169,15 +171,21 @@ class MiniLM:
         _release_freed_memory()  # the weights were read and serialised once: ~250 MB of heap
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
-        """Token ids with [CLS] and [SEP], truncated as sentence-transformers truncates."""
-        return [e.ids for e in self.tokenizer.encode_batch(list(texts))]
+        """Token ids with [CLS] and [SEP], truncated as sentence-transformers truncates.
+
+        A batch is asked for its unknown shares and then encoded: its ids are kept (by text, a
+        few thousand) so that it is tokenised once, not twice."""
+        todo = [t for t in dict.fromkeys(texts) if t not in self._ids]
+        for text, encoding in zip(todo, self.tokenizer.encode_batch(todo)):
+            self._ids[text] = encoding.ids
+        return [self._ids[t] for t in texts]
 
     def unknown_shares(self, texts: Sequence[str]) -> list[float]:
         """Per text, the share of its tokens (without [CLS]/[SEP]) that are [UNK]."""
         shares = []
-        for e in self.tokenizer.encode_batch(list(texts), add_special_tokens=False):
-            ids = e.ids
-            shares.append(ids.count(self.unk_id) / len(ids) if ids else 0.0)
+        for ids in self.tokenize(texts):
+            inner = len(ids) - 2
+            shares.append(ids.count(self.unk_id) / inner if inner > 0 else 0.0)
         return shares
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
