@@ -38,11 +38,12 @@ test: $(VENV)/.test-deps system-test-deps
 check-config: $(VENV)/.run-deps
 	$(BIN)/gateway check-config $(CONFIG)
 
-# The gateway in front of the bundled fake OpenAI upstream: try it with no API key.
+# The gateway in front of the bundled fake OpenAI upstream: try it with no API key. scripts/demo.py
+# runs both and stops both (Ctrl-C, `kill` of make or of it, either server exiting). No shell in
+# the recipe: make runs python itself, so the SIGTERM make forwards on `kill` reaches it.
+# GATEWAY_PORT and DEMO_UPSTREAM_PORT move the ports.
 demo: $(VENV)/.run-deps
-	@$(BIN)/python tests/fake_upstream.py --port 9999 & upstream=$$!; \
-	trap "kill $$upstream 2>/dev/null" EXIT INT TERM; \
-	$(BIN)/gateway serve --config config/examples/demo.yaml
+	@$(BIN)/python scripts/demo.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -17,10 +17,11 @@ from starlette.responses import Response
 from starlette.routing import Route as HTTPRoute
 
 from .config import LoadedConfig, default_config_path, load_config
-from .errors import GatewayError, error_body
+from .errors import GatewayError, error_body, model_not_found
 from .metrics import metrics_endpoint
 from .observe import Observer
 from .proxy import Pipeline
+from .record import RequestRecord
 from .explain import admin_explain
 from .reload import CountInFlight, Reloader, admin_reload
 from .runtime import Runtime
@@ -78,17 +79,27 @@ def json_response(data, status: int = 200) -> Response:
     return Response(orjson.dumps(data), status, media_type="application/json")
 
 
+def _model_object(runtime: Runtime, name: str, created: int) -> dict[str, Any]:
+    route = runtime.routes[name]
+    owner = "gateway" if len(route.targets) > 1 or name in runtime.config.routes else route.targets[0].provider.name
+    return {"id": name, "object": "model", "created": created, "owned_by": owner}
+
+
 async def list_models(request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
     runtime.authenticate(request.headers.get("authorization"))
     created = int(runtime_started(request))
-    data = [
-        {"id": name, "object": "model", "created": created,
-         "owned_by": "gateway" if len(route.targets) > 1 or name in runtime.config.routes
-         else route.targets[0].provider.name}
-        for name, route in runtime.routes.items()
-    ]
-    return json_response({"object": "list", "data": data})
+    return json_response({"object": "list", "data": [_model_object(runtime, name, created) for name in runtime.routes]})
+
+
+async def retrieve_model(request: Request) -> Response:
+    """GET /v1/models/{id} (the SDK's `models.retrieve`): a route or model name the gateway serves."""
+    runtime: Runtime = request.app.state.runtime
+    runtime.authenticate(request.headers.get("authorization"))
+    name = request.path_params["model"]
+    if name not in runtime.routes:
+        raise model_not_found(name)
+    return json_response(_model_object(runtime, name, int(runtime_started(request))))
 
 
 def runtime_started(request: Request) -> float:
@@ -100,11 +111,22 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
+    """Ready once a config is loaded. Open circuits do not fail readiness: they say "degraded" and
+    name the targets. Every replica sees the same providers fail, so failing readiness would take
+    all of them out of the load balancer at once: clients would get connection errors instead of
+    the gateway's 503 with Retry-After, and no request would reach the gateway to try a circuit
+    again and close it. The providers' health is for metrics and alerts (gateway_target_healthy)."""
     runtime: Runtime | None = getattr(request.app.state, "runtime", None)
     if runtime is None or not runtime.providers:
         return json_response({"status": "not ready"}, 503)
-    return json_response({"status": "ready", "providers": sorted(runtime.providers),
-                          "routes": len(runtime.routes)})
+    body: dict[str, Any] = {"status": "ready", "providers": sorted(runtime.providers), "routes": len(runtime.routes)}
+    unhealthy = sorted(name for name, healthy in runtime.health.snapshot().items() if not healthy)
+    if unhealthy:
+        body["status"] = "degraded"
+        body["open_circuits"] = unhealthy
+        if all(not any(runtime.health.closed(t.model) for t in route.targets) for route in runtime.routes.values()):
+            body["detail"] = "every target of every route has its circuit open"
+    return json_response(body)
 
 
 async def on_gateway_error(request: Request, exc: GatewayError) -> Response:
@@ -118,8 +140,23 @@ async def on_http_error(request: Request, exc: HTTPException) -> Response:
         message = f"Method {request.method} is not allowed on {request.url.path}."
     else:
         message = str(exc.detail)
+    if exc.status_code in (404, 405):
+        _observe_unknown(request, exc.status_code)
     return Response(error_body(message, "invalid_request_error"), exc.status_code,
                     getattr(exc, "headers", None), media_type="application/json")
+
+
+def _observe_unknown(request: Request, status: int) -> None:
+    """A path (or method) the gateway does not serve is counted (route "none") and logged like a
+    request: a client pointed at the wrong base URL shows in the metrics, not nowhere."""
+    runtime: Runtime | None = getattr(request.app.state, "runtime", None)
+    if runtime is None:
+        return
+    record = RequestRecord(request.scope.get("gateway.request_id", ""), "unknown")
+    record.status = status
+    record.error_kind = "unknown_path" if status == 404 else "method_not_allowed"
+    record.path = f"{request.method} {request.url.path}"[:512]
+    request.app.state.observer.finish(record, runtime)
 
 
 async def on_unexpected(request: Request, exc: Exception) -> Response:
@@ -153,6 +190,7 @@ def create_app(loaded: LoadedConfig) -> CountInFlight:
         HTTPRoute("/v1/chat/completions", chat.handle, methods=["POST"]),
         HTTPRoute("/v1/embeddings", embeddings.handle, methods=["POST"]),
         HTTPRoute("/v1/models", list_models, methods=["GET"]),
+        HTTPRoute("/v1/models/{model:path}", retrieve_model, methods=["GET"]),
         HTTPRoute("/healthz", healthz, methods=["GET"]),
         HTTPRoute("/readyz", readyz, methods=["GET"]),
         HTTPRoute("/metrics", metrics_endpoint, methods=["GET"]),

@@ -37,6 +37,10 @@ class ProviderConfig(_Strict):
     timeout_s: float = Field(600.0, gt=0)
     connect_timeout_s: float = Field(10.0, gt=0)
     headers: dict[str, str] = {}
+    # Streams are sent upstream with stream_options.include_usage, to count their tokens. false:
+    # for an OpenAI-compatible server that rejects stream_options; the gateway sends none (the
+    # client's too), and a stream's tokens are estimated from its text, marked estimated.
+    stream_usage: bool = True
 
     @field_validator("base_url")
     @classmethod

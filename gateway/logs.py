@@ -61,6 +61,7 @@ class RequestLines:
             "event": "request",
             "request_id": record.request_id,
             "endpoint": record.endpoint,
+            "requested_model": record.requested_model,
             "route": record.route,
             "target": record.model,
             "provider": record.provider,
@@ -85,6 +86,8 @@ class RequestLines:
             "error": error,
             "key": key_label(record.tenant) if record.tenant is not None else None,
         }
+        if record.path is not None:
+            line["path"] = record.path
         if record.coalesced:
             line["coalesced"] = True
         if record.similarity is not None:
@@ -101,6 +104,12 @@ class RequestLines:
             line["messages"] = record.messages
             line["answer"] = answer_text(record.answer)
         return orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE, default=str)
+
+
+def event_line(timestamp: str, level: int, event: str, fields: dict[str, Any]) -> bytes:
+    """A JSON line for something other than a request (a config reload), in the request lines' shape."""
+    line = {"ts": timestamp, "level": LEVEL_NAMES[level], "event": event, **fields}
+    return orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE, default=str)
 
 
 def key_label(tenant: str | None) -> str:

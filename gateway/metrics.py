@@ -20,7 +20,7 @@ from collections import deque
 from typing import Any, Callable, Iterable, Iterator
 
 from ddsketch import DDSketch
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.utils import floatToGoString
@@ -189,6 +189,10 @@ class Metrics:
         self.cache_entries: dict[str, int | None] = {}
         self.registry = CollectorRegistry()
         self.registry.register(Collector(self, live))
+        # process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds,
+        # process_start_time_seconds...: what every Prometheus client exports (read from /proc, at
+        # scrape time; absent where there is no /proc). Under --workers, the worker that answered.
+        ProcessCollector(registry=self.registry)
 
     def window(self, route: str) -> SlidingQuantiles:
         w = self.windows.get(route)

@@ -14,7 +14,7 @@ import time
 from typing import Any, Callable, TextIO
 
 from .config import GatewayConfig, ModelConfig
-from .logs import LEVELS, Figures, LineWriter, RequestLines, key_label
+from .logs import LEVELS, Figures, LineWriter, RequestLines, event_line, key_label
 from .metrics import Metrics
 from .pricing import cost_usd, has_prices
 from .record import RequestRecord
@@ -238,9 +238,15 @@ class Observer:
         self._count_tokens(model, provider, prompt, completion, cached, False)
         _add(self.metrics.cost.values, (model, provider), self._price(models, model, usage))
 
-    def config_reloaded(self, result: str) -> None:
-        """Called once per config reload attempt: result is "success" or "failure"."""
-        _add(self.metrics.reloads.values, (result,), 1)
+    def config_reloaded(self, path: str, trigger: str, ok: bool, fields: dict[str, Any]) -> None:
+        """Called once per config reload attempt: counted, and one JSON line `config_reload` with the
+        file, what triggered it, and the problems of a refused one (`fields`)."""
+        _add(self.metrics.reloads.values, ("success" if ok else "failure",), 1)
+        level = INFO if ok else ERROR
+        if level >= self.min_level:
+            self.log.write(event_line(self.lines.timestamp(), level, "config_reload",
+                                      {"result": "success" if ok else "failure", "path": path, "trigger": trigger,
+                                       **fields}))
 
 
 def _add(values: dict[tuple[str, ...], float], key: tuple[str, ...], n: float) -> None:

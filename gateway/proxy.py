@@ -26,7 +26,7 @@ from .runtime import Runtime
 from .upstream.call import JsonAnswer, StreamAnswer
 from .upstream.request import UpstreamRequest
 from .upstream.sse import ReplayStream, StreamPassthrough, run_after
-from .upstream.sse_codec import assemble, tail_usage, to_sse
+from .upstream.sse_codec import assemble, assemble_partial, tail_usage, to_sse
 from .upstream.target import Target
 from .usage import estimate
 
@@ -59,6 +59,8 @@ class Pipeline:
         client_auth = headers.get("authorization")
         key_name = runtime.authenticate(client_auth)
         payload = parse_json_object(await read_body(request, headers, runtime.max_body_bytes))
+        if isinstance(payload.get("model"), str):
+            record.requested_model = payload["model"][:256]
         self.check(payload)
         record.messages = payload.get("messages", payload.get("input"))  # logged only with log.content
         route = runtime.resolve(payload["model"], payload, headers)  # rules first: the cache key names the route
@@ -121,6 +123,13 @@ class Pipeline:
                         completion = None
                 if completion is not None:
                     self._count_usage(record, payload, completion, target)
+                elif not completed:
+                    # The client left (or the stream broke): the provider still bills the prompt and
+                    # what it generated until then. Counted from the text sent so far, estimated.
+                    partial = assemble_partial(chunks)
+                    record.usage = estimate(payload, partial)
+                    record.usage_estimated = True
+                    record.cost_usd = cost_usd(target.pricing, record.usage)
                 record.status = 200
                 if lead is not None:
                     lead.answer(target.model, completion)

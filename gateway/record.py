@@ -14,10 +14,11 @@ from typing import Any
 @dataclass(slots=True)
 class RequestRecord:
     request_id: str
-    endpoint: str                       # "chat" | "embeddings"
+    endpoint: str                       # "chat" | "embeddings" | "unknown" (a path the gateway does not serve)
     started: float = field(default_factory=time.perf_counter)
     stream: bool = False
     tenant: str | None = None           # gateway key name (or a hash of the client's token)
+    requested_model: str | None = None  # the `model` the client asked for (a route or model name)
     route: str | None = None
     model: str | None = None            # the target model (config name) that answered
     provider: str | None = None
@@ -52,6 +53,7 @@ class RequestRecord:
     keep_answer: bool = False           # log.content is on: the answer must be read even when not cached
     messages: Any = None                # the request's messages (embeddings: input); logged only with log.content
     answer: dict[str, Any] | None = None  # the completion answered; logged only with log.content
+    path: str | None = None             # endpoint "unknown": the method and path asked for
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started

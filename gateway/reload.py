@@ -64,6 +64,19 @@ class Outcome:
     ok: bool
     changed: bool = False
     problems: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)   # providers whose pools the new config kept
+    note: str | None = None
+
+    def fields(self) -> dict[str, Any]:
+        """What the `config_reload` log event says beside its result, file and trigger."""
+        if not self.ok:
+            return {"problems": self.problems}
+        out: dict[str, Any] = {"changed": self.changed}
+        if self.changed:
+            out["providers_kept"] = self.kept
+        if self.note:
+            out["note"] = self.note
+        return out
 
 
 class Reloader:
@@ -109,28 +122,25 @@ class Reloader:
     async def reload(self, trigger: str) -> Outcome:
         async with self._lock:
             outcome = await self._reload(trigger)
-        self.state.observer.config_reloaded("success" if outcome.ok else "failure")
+        self.state.observer.config_reloaded(self.path, trigger, outcome.ok, outcome.fields())
         return outcome
 
     async def _reload(self, trigger: str) -> Outcome:
         current: Runtime = self.state.runtime
         try:
             loaded = load_config(self.path)
-        except ConfigError as exc:
-            log.error("config reload (%s) refused; the running config stays:\n%s", trigger, "\n".join(exc.problems))
+        except ConfigError as exc:  # the running config stays
             return Outcome(False, problems=exc.problems)
         self._seen = loaded.text
         if loaded.text == current.loaded.text:
-            log.info("config reload (%s): %s is unchanged", trigger, self.path)
             return Outcome(True)
         try:
             runtime = await Runtime.start(loaded, current)
         except Exception as exc:  # e.g. a new cache backend that cannot open
-            problem = f"{self.path}:1: the new config could not start: {exc}"
-            log.error("config reload (%s) refused; the running config stays:\n%s", trigger, problem)
-            return Outcome(False, problems=[problem])
+            return Outcome(False, problems=[f"{self.path}:1: the new config could not start: {exc}"])
+        note = None
         if loaded.config.server != current.config.server:
-            log.warning("config reload (%s): changes under server: take effect on the next restart", trigger)
+            note = "changes under server: take effect on the next restart"
         self.state.runtime = runtime
         self.state.observer.use(loaded.config)   # requests in flight keep the runtime they started on
         task = asyncio.create_task(self._retire(current, runtime, self._last_retire), name="gateway-retire")
@@ -138,9 +148,7 @@ class Reloader:
         self._last_retire = task
         task.add_done_callback(lambda t: self._retiring.pop(t, None))
         kept = sorted(name for name, p in runtime.providers.items() if current.providers.get(name) is p)
-        log.info("config reloaded (%s) from %s; providers kept with their pools: %s", trigger, self.path,
-                 ", ".join(kept) or "none")
-        return Outcome(True, changed=True)
+        return Outcome(True, changed=True, kept=kept, note=note)
 
     async def _retire(self, old: Runtime, new: Runtime, before: asyncio.Task[None] | None) -> None:
         if before is not None:

@@ -67,9 +67,9 @@ class Tap:
         self.records.append(record)
         self.inner.finish(record, runtime)
 
-    def config_reloaded(self, result: str) -> None:
-        self.reloads.append(result)
-        self.inner.config_reloaded(result)
+    def config_reloaded(self, path: str, trigger: str, ok: bool, fields: dict[str, Any]) -> None:
+        self.reloads.append("success" if ok else "failure")
+        self.inner.config_reloaded(path, trigger, ok, fields)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)

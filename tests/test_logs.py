@@ -168,3 +168,81 @@ def test_model_is_the_config_name_and_upstream_model_what_was_sent(serve, upstre
     lines, _, _ = gw.stop()
     assert (lines[0]["model"], lines[0]["target"], lines[0]["upstream_model"]) == ("fast", "fast", "vendor/fast-model-v2")
     assert lines[0]["cache_bypass"] == "temperature is not 0"
+
+
+# ---- every request accounted for ------------------------------------------------------------
+
+
+def test_a_model_not_found_line_names_the_model_asked_for(serve, upstream):
+    gw = serve(config(upstream))
+    assert ask(gw.url, GATEWAY_KEY, PLAN, model="no-such-model").status_code == 404
+    lines, _, _ = gw.stop()
+    (line,) = [entry for entry in lines if entry.get("event") == "request"]
+    assert line["requested_model"] == "no-such-model" and line["error"] == "model_not_found"
+    assert line["route"] is None and line["status"] == 404
+
+
+def test_unknown_paths_are_logged_and_counted(serve, upstream):
+    gw = serve(config(upstream))
+    assert httpx.post(gw.url + "/v1/chat/completion", json={}).status_code == 404          # a typo
+    assert httpx.get(gw.url + "/v1/chat/completions").status_code == 405                   # the wrong method
+    metrics = httpx.get(gw.url + "/metrics").text
+    assert 'gateway_requests_total{cache="bypass",model="none",provider="none",route="none",status="4xx"} 2.0' in metrics
+    lines, _, _ = gw.stop()
+    paths = {entry["path"]: entry for entry in lines if entry.get("endpoint") == "unknown"}
+    assert paths["POST /v1/chat/completion"]["status"] == 404
+    assert paths["POST /v1/chat/completion"]["error"] == "unknown_path"
+    assert paths["GET /v1/chat/completions"]["error"] == "method_not_allowed"
+    assert all(entry["route"] is None and entry["request_id"] for entry in paths.values())
+
+
+def test_reloads_are_json_events_with_the_file_and_the_problems(serve, upstream, tmp_path):
+    cfg = config(upstream, admin={"key": "sk-admin", "watch": False})
+    gw = serve(cfg)
+    path = tmp_path / "gateway.yaml"
+    admin = {"authorization": "Bearer sk-admin"}
+    cfg["routes"]["faq"] = {"targets": ["gpt-4o-mini"]}
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    assert httpx.post(gw.url + "/admin/reload", headers=admin).json()["status"] == "reloaded"
+    broken = yaml.safe_dump(cfg, sort_keys=False).replace("    targets:", "    targetz:", 1)
+    path.write_text(broken)
+    assert httpx.post(gw.url + "/admin/reload", headers=admin).status_code == 422
+    lines, out, err = gw.stop()
+    events = [entry for entry in lines if entry.get("event") == "config_reload"]
+    ok = [e for e in events if e["result"] == "success"]
+    refused = [e for e in events if e["result"] == "failure"]
+    assert ok and ok[0]["path"] == str(path) and ok[0]["level"] == "info" and ok[0]["changed"] is True
+    assert ok[0]["providers_kept"] == ["fake"]
+    assert ok[0]["trigger"] == "POST /admin/reload"
+    assert refused and refused[0]["level"] == "error" and refused[0]["path"] == str(path)
+    line = broken.splitlines().index("    targetz:") + 1
+    assert any(p.startswith(f"{path}:{line}: unknown key 'targetz'") for p in refused[0]["problems"])
+    assert all(text.startswith("{") for text in out.splitlines() if text.strip())   # JSON lines only
+    assert "targetz" not in err                      # nothing of it as plain text on stderr either
+
+
+def test_a_cancelled_stream_is_counted_and_priced(serve, upstream):
+    upstream.set(chunk_delay_s=0.2, reply="one two three four five six seven eight nine ten")
+    gw = serve(config(upstream))
+    with httpx.stream("POST", gw.url + "/v1/chat/completions", timeout=10,
+                      headers={"authorization": f"Bearer {GATEWAY_KEY}"},
+                      json={"model": "support", "stream": True, "messages": [{"role": "user", "content": PLAN}]}) as r:
+        received = b""
+        for part in r.iter_bytes():
+            received += part
+            if received.count(b"data: {") >= 3:
+                break                                   # the client leaves after a few chunks
+    deadline = time.monotonic() + 10
+    while "client_left" not in gw.stdout_path.read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    metrics = httpx.get(gw.url + "/metrics").text
+    families = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for f in text_string_to_metric_families(metrics) for s in f.samples}
+    estimated = {dict(k[1]).get("kind"): v for k, v in families.items() if k[0] == "gateway_tokens_estimated_total"}
+    assert estimated.get("prompt", 0) >= 1 and estimated.get("completion", 0) >= 1
+    cost = sum(v for k, v in families.items() if k[0] == "gateway_cost_usd_total")
+    assert cost > 0
+    lines, _, _ = gw.stop()
+    (line,) = [entry for entry in lines if entry.get("client_left")]
+    assert line["tokens_estimated"] is True and line["prompt_tokens"] >= 1 and line["completion_tokens"] >= 1
+    assert line["cost_usd"] > 0

@@ -457,3 +457,12 @@ def test_tokens_are_estimated_when_the_provider_reports_none(start_gateway, upst
         assert m.value(name, model="small", provider="alpha", kind="prompt") == 2 * 4
         assert m.value(name, model="small", provider="alpha", kind="completion") == 2 * 6
     assert m.value("gateway_cost_usd_total", model="small") == pytest.approx(2 * cost("small", 4, 6), abs=1e-9)
+
+
+def test_process_metrics_as_every_prometheus_client_exports(start_gateway, two):
+    gw = start_gateway(two_provider_config(*two))
+    first = scrape(gw)
+    assert first.value("process_resident_memory_bytes") > 50 * 2**20
+    assert first.value("process_open_fds") > 0
+    assert abs(first.value("process_start_time_seconds") - time.time()) < 24 * 3600
+    assert first.value("process_cpu_seconds_total") > 0

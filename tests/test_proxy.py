@@ -7,7 +7,7 @@ import time
 import httpx
 import pytest
 
-from .conftest import base_config
+from .conftest import base_config, eventually
 
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "How long does a refund take?"}]
 
@@ -150,3 +150,49 @@ def test_fallback_to_next_target_when_the_first_is_down(start_gateway, upstream)
 def test_gets_answer_json(gateway, path):
     r = httpx.get(gateway.url + path)
     assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+
+
+def test_models_retrieve_answers_a_served_name_and_404s_others(gateway):
+    import openai
+
+    client = gateway.client()
+    model = client.models.retrieve("support")
+    assert model.id == "support" and model.object == "model"
+    assert client.models.retrieve("gpt-4o-mini").owned_by == "fake"
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.models.retrieve("no-such-model")
+    assert caught.value.body["code"] == "model_not_found"
+
+
+def test_readiness_says_degraded_while_circuits_are_open(start_gateway, upstream):
+    cfg = base_config(upstream, health={"failures_to_open": 1, "cooldown_s": 60})
+    cfg["providers"]["down"] = {"base_url": "http://127.0.0.1:9/v1", "connect_timeout_s": 1}
+    cfg["models"]["dead-model"] = {"provider": "down"}
+    cfg["routes"] = {"dead": {"targets": ["dead-model"]}}
+    gw = start_gateway(cfg)
+    with gw.http() as http:
+        assert http.get("/readyz").json()["status"] == "ready"
+        assert http.post("/v1/chat/completions", json={"model": "dead", "messages": MESSAGES}).status_code >= 500
+        ready = http.get("/readyz")
+        # Still 200: failing readiness would take every replica out of the load balancer at once.
+        assert ready.status_code == 200
+        assert ready.json()["status"] == "degraded" and ready.json()["open_circuits"] == ["dead-model"]
+
+
+def test_stream_usage_off_sends_no_stream_options_and_estimates(start_gateway, upstream):
+    cfg = base_config(upstream)
+    cfg["providers"]["fake"]["stream_usage"] = False
+    gw = start_gateway(cfg)
+    records = []
+    observer = gw.app.state.observer
+    inner = observer.finish
+    observer.finish = lambda record, runtime: (records.append(record), inner(record, runtime))
+    client = gw.client()
+    chunks = list(client.chat.completions.create(model="support", messages=MESSAGES, stream=True,
+                                                 stream_options={"include_usage": True}))
+    assert "stream_options" not in upstream.seen[-1].body          # not the gateway's, not the client's
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).startswith("Echo:")
+    assert eventually(lambda: records and records[-1].usage is not None)
+    assert records[-1].usage_estimated and records[-1].usage["completion_tokens"] > 0
+    list(client.chat.completions.create(model="support", messages=MESSAGES, stream=True))
+    assert "stream_options" not in upstream.seen[-1].body

@@ -70,7 +70,7 @@ async def call_target(target: Target, request: UpstreamRequest) -> Answer:
     taken. Raises UpstreamStatus for an upstream error answer and TargetFailed when there is none."""
     provider = target.provider
     record = request.record
-    body = request.body(target.upstream_model)
+    body = request.body(target.upstream_model, provider.config.stream_usage)
     queued = time.perf_counter()
     try:
         await provider.limiter.acquire()

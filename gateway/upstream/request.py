@@ -21,9 +21,14 @@ class UpstreamRequest:
     # tokens (the passthrough keeps it from the client).
     ask_usage: bool = False
 
-    def body(self, upstream_model: str) -> bytes:
-        """The JSON sent to a target: the client's body with the target's own model name."""
-        if self.ask_usage:
+    def body(self, upstream_model: str, stream_usage: bool = True) -> bytes:
+        """The JSON sent to a target: the client's body with the target's own model name.
+        `stream_usage` false (the provider's setting): no stream_options at all."""
+        if not stream_usage and "stream_options" in self.payload:
+            body = {k: v for k, v in self.payload.items() if k != "stream_options"}
+            body["model"] = upstream_model
+            return orjson.dumps(body)
+        if self.ask_usage and stream_usage:
             options = {**(self.payload.get("stream_options") or {}), "include_usage": True}
             return orjson.dumps({**self.payload, "model": upstream_model, "stream_options": options})
         return orjson.dumps({**self.payload, "model": upstream_model})

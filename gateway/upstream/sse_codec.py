@@ -84,6 +84,19 @@ def assemble(chunks: list[bytes]) -> dict[str, Any] | None:
     }
 
 
+def assemble_partial(chunks: list[bytes]) -> dict[str, Any] | None:
+    """What a stream that did not end (its client left, or it broke) had sent so far, from its
+    complete events (the last one may be cut), or None."""
+    data = b"".join(chunks)
+    end = data.rfind(b"\n\n")
+    if end < 0:
+        return None
+    try:
+        return assemble([data[:end + 2]])
+    except ValueError:
+        return None
+
+
 def _merge_delta(choice: dict[str, Any], part: dict[str, Any]) -> None:
     message = choice["message"]
     delta = part.get("delta") or {}
