@@ -86,19 +86,21 @@ def _model_object(runtime: Runtime, name: str, created: int) -> dict[str, Any]:
 
 
 async def list_models(request: Request) -> Response:
+    """GET /v1/models: what the key presented may ask for."""
     runtime: Runtime = request.app.state.runtime
-    runtime.authenticate(request.headers.get("authorization"))
+    key = runtime.authenticate(request.headers.get("authorization"))
     created = int(runtime_started(request))
-    return json_response({"object": "list", "data": [_model_object(runtime, name, created) for name in runtime.routes]})
+    return json_response({"object": "list", "data": [_model_object(runtime, name, created) for name in runtime.routes
+                                                     if runtime.may_use(key, name)]})
 
 
 async def retrieve_model(request: Request) -> Response:
     """GET /v1/models/{id} (the SDK's `models.retrieve`): a route or model name the gateway serves."""
     runtime: Runtime = request.app.state.runtime
-    runtime.authenticate(request.headers.get("authorization"))
+    key = runtime.authenticate(request.headers.get("authorization"))
     name = request.path_params["model"]
-    if name not in runtime.routes:
-        raise model_not_found(name)
+    if name not in runtime.routes or not runtime.may_use(key, name):
+        raise model_not_found(name)   # as OpenAI: "does not exist or you do not have access to it"
     return json_response(_model_object(runtime, name, int(runtime_started(request))))
 
 

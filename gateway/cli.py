@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import sys
 
@@ -75,6 +76,16 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 1 if "error" in report else 0
 
 
+def cmd_hash_key(args: argparse.Namespace) -> int:
+    """The key from stdin (one line; never an argument, which `ps` and shell history would show)."""
+    key = sys.stdin.readline().strip()
+    if not key:
+        print("hash-key: give the key on stdin, e.g. `gateway hash-key < key.txt`", file=sys.stderr)
+        return 1
+    print(hashlib.sha256(key.encode()).hexdigest())
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gateway", description="OpenAI-compatible caching and routing gateway")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -98,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     explain.add_argument("--api-key", help="the client's key, for the tenant part of the cache key")
     explain.add_argument("--json", action="store_true", help="print the report as JSON (as POST /admin/explain does)")
     explain.set_defaults(func=cmd_explain)
+
+    hash_key = sub.add_parser("hash-key", help="read a gateway key from stdin, print its SHA-256 for auth.keys[].key_sha256")
+    hash_key.set_defaults(func=cmd_hash_key)
 
     args = parser.parse_args(argv)
     return args.func(args)

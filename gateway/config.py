@@ -7,6 +7,8 @@ reported as `PATH:LINE: message`, with the line taken from the YAML node the pro
 from __future__ import annotations
 
 import difflib
+import fnmatch
+import hashlib
 import os
 import re
 from dataclasses import dataclass, field
@@ -224,7 +226,31 @@ class AdminConfig(_Strict):
 
 class AuthKey(_Strict):
     name: str
-    key: str
+    key: str | None = None          # the key (write it as ${ENV_VAR}, not the literal, in a shared file)
+    key_sha256: str | None = None   # or its SHA-256 in hex (`gateway hash-key` prints it)
+    # The route and model names it may ask for, as globs ("gpt-4o*"); unset: every one.
+    models: list[str] | None = None
+
+    @field_validator("key_sha256")
+    @classmethod
+    def _hex_digest(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", v):
+            raise ValueError("key_sha256 must be 64 hex digits (`gateway hash-key` prints them)")
+        return v.lower() if v is not None else None
+
+    @model_validator(mode="after")
+    def _one_key(self) -> "AuthKey":
+        if (self.key is None) == (self.key_sha256 is None):
+            raise ValueError(f"key '{self.name}': give exactly one of key and key_sha256")
+        if self.key is not None and not self.key:
+            raise ValueError(f"key '{self.name}': the key is empty (an unset ${{VAR}}?)")
+        return self
+
+    def digest(self) -> bytes:
+        return bytes.fromhex(self.key_sha256) if self.key_sha256 else hashlib.sha256(self.key.encode()).digest()  # type: ignore[union-attr]
+
+    def may_use(self, model: str) -> bool:
+        return self.models is None or any(fnmatch.fnmatchcase(model, pattern) for pattern in self.models)
 
 
 class AuthConfig(_Strict):
@@ -455,7 +481,25 @@ def _walk_types(tp: Any) -> list[Any]:
 _TYPE_TAG = re.compile(r"^(str|int|float|bool|[A-Z]\w*|[\w-]+\[.*\])$")
 
 
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    return [t for t in _walk_types(annotation) if isinstance(t, type) and issubclass(t, BaseModel)]
+
+
+def _keys_at(root: type[BaseModel], loc: tuple[Any, ...]) -> set[str]:
+    """The keys valid where the last part of `loc` is (fields of the section it is in): list
+    indexes, names under a mapping (`providers.openai`) and pydantic's union tags are stepped over."""
+    models: list[type[BaseModel]] = [root]
+    for part in loc[:-1]:
+        if not isinstance(part, str):
+            continue
+        found = [m.model_fields[part] for m in models if part in m.model_fields]
+        if found:
+            models = [inner for info in found for inner in _models_in(info.annotation)]
+    return {name for m in models for name in m.model_fields}
+
+
 def _describe(err: dict[str, Any], vocabulary: set[str], lines: dict[_Loc, int]) -> str:
+    """`vocabulary`: every key of the schema, for a suggestion where the section's own keys give none."""
     # Keep the parts of the location that exist in the file; drop the type tags pydantic puts
     # into the locations of union members (a missing key is the one part not in the file).
     loc: list[Any] = []
@@ -468,7 +512,8 @@ def _describe(err: dict[str, Any], vocabulary: set[str], lines: dict[_Loc, int])
     where = ".".join(str(p) for p in loc) or "(top level)"
     if err["type"] == "extra_forbidden":
         key = str(loc[-1]) if loc else "?"
-        hint = difflib.get_close_matches(key, sorted(vocabulary), n=1)
+        here = _keys_at(GatewayConfig, tuple(err["loc"]))
+        hint = difflib.get_close_matches(key, sorted(here or vocabulary), n=1)
         suffix = f" (did you mean '{hint[0]}'?)" if hint else ""
         return f"unknown key '{key}'{suffix}"
     if err["type"] == "missing":

@@ -59,9 +59,12 @@ class Pipeline:
         client_auth = headers.get("authorization")
         key_name = runtime.authenticate(client_auth)
         payload = parse_json_object(await read_body(request, headers, runtime.max_body_bytes))
-        if isinstance(payload.get("model"), str):
-            record.requested_model = payload["model"][:256]
+        requested = payload.get("model")
+        if isinstance(requested, str):
+            record.requested_model = requested[:256]
         self.check(payload)
+        if isinstance(requested, str):
+            runtime.check_model_allowed(key_name, requested)  # the name asked for, before any rule picks another
         record.messages = payload.get("messages", payload.get("input"))  # logged only with log.content
         route = runtime.resolve(payload["model"], payload, headers)  # rules first: the cache key names the route
         record.route = route.name

@@ -32,7 +32,8 @@ class Runtime:
         self.routes: dict[str, Route] = self.table.routes
         self.health: Health = self.table.health   # circuit per target; `health.snapshot()` for metrics
         self.in_flight = 0   # requests that may use this runtime (counted by reload.CountInFlight)
-        self._keys = {_digest(k.key): k.name for k in self.config.auth.keys}
+        self._keys = {k.digest(): k for k in self.config.auth.keys}
+        self._key_by_name = {k.name: k for k in self.config.auth.keys}
 
     @classmethod
     async def start(cls, loaded: LoadedConfig, previous: "Runtime | None" = None) -> "Runtime":
@@ -94,13 +95,23 @@ class Runtime:
         if not self._keys:
             return None
         token = bearer_token(authorization)
-        name = self._keys.get(_digest(token)) if token else None
-        if name is None:
+        key = self._keys.get(_digest(token)) if token else None
+        if key is None:
             raise GatewayError(
                 401, "Incorrect API key provided." if token else "Missing bearer token in the Authorization header.",
                 "invalid_request_error", "invalid_api_key",
             )
-        return name
+        return key.name
+
+    def may_use(self, key_name: str | None, model: str) -> bool:
+        """Whether the gateway key (None: no keys configured) may ask for this route or model name."""
+        key = self._key_by_name.get(key_name) if key_name is not None else None
+        return key is None or key.may_use(model)
+
+    def check_model_allowed(self, key_name: str | None, model: str) -> None:
+        if not self.may_use(key_name, model):
+            raise GatewayError(403, f"The key '{key_name}' may not use the model '{model}'.",
+                               "invalid_request_error", "model_not_allowed", "model")
 
 
 def _cache_carries_over(previous: Runtime, config: GatewayConfig, providers: dict[str, Provider]) -> bool:

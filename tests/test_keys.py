@@ -1,0 +1,104 @@
+"""Gateway keys: a key or its SHA-256 in the config, the models a key may use, revocation by reload,
+`gateway hash-key`, and check-config's suggestions inside auth.keys."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+import yaml
+
+from .conftest import base_config
+
+ROOT = Path(__file__).resolve().parent.parent
+MESSAGES = [{"role": "user", "content": "How long does a refund take?"}]
+SUPPORT_KEY, ADMIN = "sk-support-team-1", "sk-admin"
+
+
+def keyed_config(upstream, **overrides):
+    cfg = base_config(upstream, admin={"key": ADMIN, "watch": False})
+    cfg["auth"] = {"keys": [
+        {"name": "support-team", "key_sha256": hashlib.sha256(SUPPORT_KEY.encode()).hexdigest(),
+         "models": ["support", "gpt-4o*"]},
+        {"name": "ops", "key": "sk-ops-everything"},
+    ]}
+    cfg.update(overrides)
+    return cfg
+
+
+def test_a_key_given_by_its_hash_works_and_is_never_sent_upstream(start_gateway, upstream):
+    gw = start_gateway(keyed_config(upstream))
+    answer = gw.client(api_key=SUPPORT_KEY).chat.completions.create(model="support", messages=MESSAGES)
+    assert answer.choices[0].message.content.startswith("Echo:")
+    assert upstream.seen[-1].headers["authorization"] == "Bearer sk-provider-secret"
+    with pytest.raises(openai.AuthenticationError):
+        gw.client(api_key=SUPPORT_KEY + "x").chat.completions.create(model="support", messages=MESSAGES)
+
+
+def test_a_key_uses_only_its_models(start_gateway, upstream):
+    gw = start_gateway(keyed_config(upstream))
+    team, ops = gw.client(api_key=SUPPORT_KEY), gw.client(api_key="sk-ops-everything")
+    assert team.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES).model   # a glob
+    with pytest.raises(openai.PermissionDeniedError) as caught:
+        team.embeddings.create(model="text-embedding-3-small", input=["a cat"])
+    assert caught.value.status_code == 403 and caught.value.body["code"] == "model_not_allowed"
+    assert SUPPORT_KEY not in str(caught.value.body)
+    assert {m.id for m in team.models.list()} == {"support", "gpt-4o-mini", "gpt-4o"}
+    assert "text-embedding-3-small" in {m.id for m in ops.models.list()}
+    with pytest.raises(openai.NotFoundError):
+        team.models.retrieve("text-embedding-3-small")
+    assert ops.embeddings.create(model="text-embedding-3-small", input=["a cat"]).data
+
+
+def test_a_reload_that_removes_a_key_revokes_it_at_once(start_gateway, upstream):
+    cfg = keyed_config(upstream)
+    gw = start_gateway(cfg)
+    ops = gw.client(api_key="sk-ops-everything")
+    assert ops.chat.completions.create(model="support", messages=MESSAGES)
+    cfg["auth"]["keys"] = cfg["auth"]["keys"][:1]
+    gw.config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    assert httpx.post(gw.url + "/admin/reload", headers={"authorization": f"Bearer {ADMIN}"}).status_code == 200
+    with pytest.raises(openai.AuthenticationError):
+        ops.chat.completions.create(model="support", messages=MESSAGES)
+
+
+def test_hash_key_reads_stdin_and_prints_the_digest():
+    done = subprocess.run([sys.executable, "-m", "gateway.cli", "hash-key"], input=SUPPORT_KEY + "\n",
+                          capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0 and done.stdout.strip() == hashlib.sha256(SUPPORT_KEY.encode()).hexdigest()
+    empty = subprocess.run([sys.executable, "-m", "gateway.cli", "hash-key"], input="", capture_output=True,
+                           text=True, cwd=ROOT)
+    assert empty.returncode == 1 and "stdin" in empty.stderr
+
+
+@pytest.mark.parametrize("key_line, words", [
+    ("{name: a, key: b, modls: [support]}", ["unknown key 'modls'", "did you mean 'models'"]),
+    ("{name: a, key: b, key_sha256: '" + "0" * 64 + "'}", ["exactly one of key and key_sha256"]),
+    ("{name: a, key_sha256: abc}", ["64 hex digits"]),
+])
+def test_check_config_names_the_keys_valid_under_auth_keys(tmp_path, key_line, words):
+    path = tmp_path / "gateway.yaml"
+    path.write_text(textwrap.dedent(f"""\
+        providers:
+          openai: {{base_url: "https://api.openai.com/v1"}}
+        models:
+          gpt-4o-mini: {{provider: openai}}
+        routes:
+          support: {{targets: [gpt-4o-mini]}}
+        auth:
+          keys:
+            - {key_line}
+        """))
+    done = subprocess.run([sys.executable, "-m", "gateway.cli", "check-config", str(path)], capture_output=True,
+                          text=True, cwd=ROOT)
+    assert done.returncode == 1
+    assert f"{path}:9:" in done.stderr, done.stderr
+    for word in words:
+        assert word in done.stderr, done.stderr
+    assert "did you mean 'models'" in done.stderr or "modls" not in key_line
