@@ -230,6 +230,7 @@ class AuthKey(_Strict):
     key_sha256: str | None = None   # or its SHA-256 in hex (`gateway hash-key` prints it)
     # The route and model names it may ask for, as globs ("gpt-4o*"); unset: every one.
     models: list[str] | None = None
+    rpm: int | None = Field(None, ge=1)   # requests per minute (a moving window), counted in `state:`
 
     @field_validator("key_sha256")
     @classmethod
@@ -354,6 +355,15 @@ class LogConfig(_Strict):
     content: bool = False             # put messages and answers in the request log line
 
 
+class StateConfig(_Strict):
+    """Where the limits' counters live: this process, or a Redis that every replica and worker shares."""
+
+    backend: Literal["memory", "redis"] = "memory"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    timeout_ms: float = Field(50, gt=0)          # a slower Redis answer counts as an error
+    on_error: Literal["allow", "deny"] = "allow"  # Redis unreachable: allow (counted, logged) | deny (503)
+
+
 class GatewayConfig(_Strict):
     server: ServerConfig = ServerConfig()
     auth: AuthConfig = AuthConfig()
@@ -367,6 +377,7 @@ class GatewayConfig(_Strict):
     admin: AdminConfig = AdminConfig()
     metrics: MetricsConfig = MetricsConfig()
     log: LogConfig = LogConfig()
+    state: StateConfig = StateConfig()
 
 
 class ConfigError(Exception):

@@ -17,9 +17,10 @@ from .auth import require_admin
 from .cache import Bypass, Cache
 from .cache.keys import exact_key, tenant_of
 from .cache.memory import MemoryStore
-from .config import LoadedConfig, RouteConfig
+from .config import LoadedConfig, RouteConfig, StateConfig
 from .errors import GatewayError, bad_request
 from .inbound.openai import check_chat, parse_json_object
+from .quota import Quota
 from .routing.rules import Step
 from .routing.strategies import estimated_costs, request_tokens
 from .runtime import Runtime
@@ -148,7 +149,7 @@ def offline_runtime(loaded: LoadedConfig) -> Runtime:
     providers = {name: Provider(name, cfg) for name, cfg in config.providers.items()}
     semantic = _NotOpened() if config.cache.semantic.enabled and config.cache.cacheable != "never" else None
     cache = Cache(config.cache, MemoryStore(1, "lru"), semantic)
-    return Runtime(loaded, providers, cache)
+    return Runtime(loaded, providers, cache, Quota(StateConfig()))   # limits in memory: nothing counted elsewhere
 
 
 def render(report: dict[str, Any]) -> str:

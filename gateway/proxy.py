@@ -65,6 +65,7 @@ class Pipeline:
         self.check(payload)
         if isinstance(requested, str):
             runtime.check_model_allowed(key_name, requested)  # the name asked for, before any rule picks another
+        await runtime.quota.admit(runtime.key(key_name))
         record.messages = payload.get("messages", payload.get("input"))  # logged only with log.content
         route = runtime.resolve(payload["model"], payload, headers)  # rules first: the cache key names the route
         record.route = route.name

@@ -10,8 +10,9 @@ from typing import Any, Mapping
 
 from .auth import bearer_token
 from .cache import Cache
-from .config import GatewayConfig, LoadedConfig
+from .config import AuthKey, GatewayConfig, LoadedConfig
 from .errors import GatewayError
+from .quota import Quota
 from .routing.health import Health
 from .routing.route import Route
 from .routing.rules import Step
@@ -21,11 +22,12 @@ from .upstream.target import Target
 
 
 class Runtime:
-    def __init__(self, loaded: LoadedConfig, providers: dict[str, Provider], cache: Cache):
+    def __init__(self, loaded: LoadedConfig, providers: dict[str, Provider], cache: Cache, quota: Quota):
         self.loaded = loaded
         self.config: GatewayConfig = loaded.config
         self.providers = providers
         self.cache = cache
+        self.quota = quota   # the keys' limits; counters keyed by key name, so they outlive a reload
         self.max_body_bytes = self.config.server.max_body_bytes
         self.targets = _targets(self.config, providers)
         self.table = RouteTable(self.config, self.targets)
@@ -53,7 +55,9 @@ class Runtime:
                 cache = previous.cache
             else:
                 cache = await Cache.open(loaded.config.cache, _targets(loaded.config, providers))
-            runtime = cls(loaded, providers, cache)
+            same_state = previous is not None and previous.config.state == loaded.config.state
+            quota = previous.quota if same_state else Quota(loaded.config.state)  # type: ignore[union-attr]
+            runtime = cls(loaded, providers, cache, quota)
         except BaseException:
             for name, provider in providers.items():  # a failed reload leaves no pool open behind it
                 if previous is None or previous.providers.get(name) is not provider:
@@ -103,9 +107,12 @@ class Runtime:
             )
         return key.name
 
+    def key(self, key_name: str | None) -> AuthKey | None:
+        return self._key_by_name.get(key_name) if key_name is not None else None
+
     def may_use(self, key_name: str | None, model: str) -> bool:
         """Whether the gateway key (None: no keys configured) may ask for this route or model name."""
-        key = self._key_by_name.get(key_name) if key_name is not None else None
+        key = self.key(key_name)
         return key is None or key.may_use(model)
 
     def check_model_allowed(self, key_name: str | None, model: str) -> None:

@@ -102,3 +102,66 @@ def test_check_config_names_the_keys_valid_under_auth_keys(tmp_path, key_line, w
     for word in words:
         assert word in done.stderr, done.stderr
     assert "did you mean 'models'" in done.stderr or "modls" not in key_line
+
+
+# ---- requests per minute, in this process or shared through Redis -----------------------------------
+
+
+def rpm_config(upstream, rpm: int, **state):
+    cfg = keyed_config(upstream)
+    cfg["auth"]["keys"][1]["rpm"] = rpm
+    if state:
+        cfg["state"] = state
+    return cfg
+
+
+def test_a_key_over_its_rpm_gets_429_with_retry_after(start_gateway, upstream):
+    gw = start_gateway(rpm_config(upstream, 3))
+    ops = gw.client(api_key="sk-ops-everything")
+    for _ in range(3):
+        ops.chat.completions.create(model="support", messages=MESSAGES)
+    calls = len(upstream.seen)
+    with pytest.raises(openai.RateLimitError) as caught:
+        ops.chat.completions.create(model="support", messages=MESSAGES)
+    assert caught.value.body["code"] == "rate_limit_exceeded" and "3 requests per minute" in caught.value.body["message"]
+    assert 1 <= int(caught.value.response.headers["retry-after"]) <= 60
+    assert len(upstream.seen) == calls                               # refused before any upstream call
+    team = gw.client(api_key=SUPPORT_KEY)                            # another key has its own count
+    assert team.chat.completions.create(model="support", messages=MESSAGES)
+
+
+def test_rpm_holds_across_two_processes_on_one_redis(tmp_path, upstream, redis_server):
+    from .test_logs import Served
+
+    cfg = rpm_config(upstream, 10, backend="redis", redis_url=redis_server.url)
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+    first, second = Served(tmp_path / "a", cfg), Served(tmp_path / "b", cfg)
+    try:
+        statuses = []
+        for i in range(14):   # alternately through each process
+            gw = first if i % 2 == 0 else second
+            r = httpx.post(gw.url + "/v1/chat/completions", timeout=10,
+                           headers={"authorization": "Bearer sk-ops-everything"},
+                           json={"model": "support", "messages": MESSAGES})
+            statuses.append(r.status_code)
+            if r.status_code == 429:
+                assert int(r.headers["retry-after"]) >= 1
+        assert statuses == [200] * 10 + [429] * 4
+    finally:
+        first.stop()
+        second.stop()
+
+
+@pytest.mark.parametrize("on_error, status", [("allow", 200), ("deny", 503)])
+def test_redis_down_allows_or_denies_as_configured(start_gateway, upstream, redis_server, on_error, status):
+    gw = start_gateway(rpm_config(upstream, 10, backend="redis", redis_url=redis_server.url, on_error=on_error))
+    ops = {"authorization": "Bearer sk-ops-everything"}
+    with gw.http(headers=ops) as http:
+        assert http.post("/v1/chat/completions", json={"model": "support", "messages": MESSAGES}).status_code == 200
+        redis_server.stop()
+        r = http.post("/v1/chat/completions", json={"model": "support", "messages": MESSAGES})
+        assert r.status_code == status
+        if status == 503:
+            assert r.json()["error"]["code"] == "limits_unavailable"
+    assert gw.runtime.quota.errors >= 1
