@@ -34,7 +34,7 @@ import report  # noqa: E402
 from targets import (MODELS, PRICE, Bare, Gateway, PeerTarget, UpstreamAlone, gateway_config)  # noqa: E402
 from upstream import Nginx  # noqa: E402
 
-ALL = ["passthrough", "slow", "streams", "exact", "semantic", "mix", "memory", "workers"]
+ALL = ["passthrough", "slow", "streams", "exact", "semantic", "mix", "memory", "workers", "keys"]
 WRK_SCENARIOS = {  # name -> (upstream kind, in flight, cacheable)
     "passthrough-1": ("instant", 1, False),
     "passthrough-32": ("instant", 32, False),
@@ -328,6 +328,47 @@ class Bench:
         self.run_target(lambda: self.gateway("gateway-w2", workers=2, semantic=semantic),
                         "gateway-w2", scen, False)
 
+    def keys(self) -> None:
+        """What a gateway key's limits cost per request: the same pass-through (8 in flight) with no
+        key, with a key whose rpm, tpm and budget are counted in memory, and in Redis (a local
+        redis-server), alternated twice so that drift of the machine falls on all three alike."""
+        if not self.selected("keys"):
+            return
+        a = self.args
+        key = "sk-bench-key"
+        limits = {"name": "bench", "key": key, "rpm": 10**8, "tpm": 10**12, "budget": {"usd": 10**9, "period": "day"}}
+        redis_port = free_port()
+        redis = Proc("redis", [need("redis-server"), "--port", str(redis_port), "--bind", LOOPBACK, "--save", "",
+                               "--appendonly", "no"], self.work / "redis.log").start()
+        out: dict = {"runs": {}}
+        try:
+            wait_port(redis_port, 10, redis.popen)
+            variants = {"no key": ({}, []),
+                        "key, state in memory": ({"auth": {"keys": [limits]}}, [f"Authorization: Bearer {key}"]),
+                        "key, state in Redis": ({"auth": {"keys": [limits]},
+                                                 "state": {"backend": "redis",
+                                                           "redis_url": f"redis://{LOOPBACK}:{redis_port}/0"}},
+                                                [f"Authorization: Bearer {key}"])}
+            gateways = {}
+            for name, (extra, _) in variants.items():
+                cfg = gateway_config(self.nginx, None, free_port(), semantic=False)
+                cfg.update(extra)
+                gateways[name] = Gateway(self.work, cfg, tag="gateway-" + name.replace(" ", "-").replace(",", ""))
+            for _ in range(2):
+                for name, (_, headers) in variants.items():
+                    gw = gateways[name]
+                    r = self.wrk(gw.url("instant"), 8, a.duration, body_for(gw.model("instant"), False), headers)
+                    out["runs"].setdefault(name, []).append(r)
+                    log(f"  keys: {name}: {r['rps']:,.0f} req/s, p50 {r['p50']:.2f} ms, p99 {r['p99']:.2f} ms, "
+                        f"errors {r['errors']}")
+            for gw in gateways.values():
+                gw.stop()
+        except Exception as exc:  # noqa: BLE001
+            self.fail("keys", exc)
+        finally:
+            redis.stop()
+        self.results["keys"] = out
+
     def semantic(self) -> None:
         if not self.selected("semantic"):
             return
@@ -494,6 +535,7 @@ class Bench:
             self.semantic()
             self.mix()
             self.memory()
+            self.keys()
         finally:
             for gw in self.shared.values():
                 gw.stop()

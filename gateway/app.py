@@ -16,6 +16,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route as HTTPRoute
 
+from .auth import require_admin
 from .config import LoadedConfig, default_config_path, load_config
 from .errors import GatewayError, error_body, model_not_found
 from .metrics import metrics_endpoint
@@ -108,6 +109,14 @@ def runtime_started(request: Request) -> float:
     return request.app.state.started_at
 
 
+async def admin_keys(request: Request) -> Response:
+    """GET /admin/keys: per gateway key, its limits and what it used (this minute, this period)."""
+    require_admin(request)
+    runtime: Runtime = request.app.state.runtime
+    return json_response({"backend": runtime.config.state.backend,
+                          "keys": await runtime.quota.report(runtime.config.auth.keys)})
+
+
 async def healthz(request: Request) -> Response:
     return json_response({"status": "ok"})
 
@@ -198,6 +207,7 @@ def create_app(loaded: LoadedConfig) -> CountInFlight:
         HTTPRoute("/metrics", metrics_endpoint, methods=["GET"]),
         HTTPRoute("/admin/reload", admin_reload, methods=["POST"]),
         HTTPRoute("/admin/explain", admin_explain, methods=["POST"]),
+        HTTPRoute("/admin/keys", admin_keys, methods=["GET"]),
     ]
     app = Starlette(
         routes=routes,

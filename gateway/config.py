@@ -224,6 +224,11 @@ class AdminConfig(_Strict):
         return v or None
 
 
+class KeyBudget(_Strict):
+    usd: float = Field(gt=0)
+    period: Literal["day", "month", "total"] = "day"   # UTC days and months
+
+
 class AuthKey(_Strict):
     name: str
     key: str | None = None          # the key (write it as ${ENV_VAR}, not the literal, in a shared file)
@@ -231,6 +236,8 @@ class AuthKey(_Strict):
     # The route and model names it may ask for, as globs ("gpt-4o*"); unset: every one.
     models: list[str] | None = None
     rpm: int | None = Field(None, ge=1)   # requests per minute (a moving window), counted in `state:`
+    tpm: int | None = Field(None, ge=1)   # tokens per minute (prompt + completion)
+    budget: KeyBudget | None = None       # spend per period, from the real cost
 
     @field_validator("key_sha256")
     @classmethod

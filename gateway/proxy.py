@@ -22,6 +22,7 @@ from .pricing import cost_usd
 from .record import RequestRecord
 from .routing import forward
 from .routing.route import Route
+from .routing.strategies import request_tokens
 from .runtime import Runtime
 from .upstream.call import JsonAnswer, StreamAnswer
 from .upstream.request import UpstreamRequest
@@ -29,6 +30,10 @@ from .upstream.sse import ReplayStream, StreamPassthrough, run_after
 from .upstream.sse_codec import assemble, assemble_partial, tail_usage, to_sse
 from .upstream.target import Target
 from .usage import estimate
+
+# A key's tpm reserves the request's max tokens; a request without any (and not on a cost route,
+# which names its own) is taken to ask for this many, corrected to the real usage after the answer.
+DEFAULT_OUTPUT_TOKENS = 256
 
 # Request headers passed on to providers, besides the request id and (sometimes) Authorization.
 TRACE_HEADERS = ("traceparent", "tracestate")
@@ -65,10 +70,14 @@ class Pipeline:
         self.check(payload)
         if isinstance(requested, str):
             runtime.check_model_allowed(key_name, requested)  # the name asked for, before any rule picks another
-        await runtime.quota.admit(runtime.key(key_name))
         record.messages = payload.get("messages", payload.get("input"))  # logged only with log.content
         route = runtime.resolve(payload["model"], payload, headers)  # rules first: the cache key names the route
         record.route = route.name
+        key = runtime.key(key_name)
+        if key is not None:
+            budget = route.policy.budget if route.policy is not None else None
+            prompt, output = request_tokens(payload, budget.output_tokens if budget is not None else DEFAULT_OUTPUT_TOKENS)
+            record.admission = await runtime.quota.admit(key, prompt + output)
         record.tenant = tenant_of(key_name, client_auth)
         upstream_headers = {"x-request-id": record.request_id}
         for name in TRACE_HEADERS:
@@ -221,6 +230,10 @@ class Answered(Response):
             await run_after(self.after)
 
 
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
 def _answer_headers(route: Route, target: str, extra: dict[str, str]) -> dict[str, str]:
     return {"x-gateway-route": route.name, "x-gateway-target": target, **extra}
 
@@ -232,6 +245,10 @@ def _finisher(request: Request, record: RequestRecord, runtime: Runtime) -> Call
     def finish() -> None:
         if record.ended is None:
             record.ended = time.perf_counter()
+        if record.admission is not None:
+            usage = record.usage if isinstance(record.usage, dict) and record.cache[:3] != "hit" else {}
+            used = _int(usage.get("prompt_tokens")) + _int(usage.get("completion_tokens"))
+            runtime.quota.settle(record.admission, used, record.cost_usd + record.escalation_cost_usd)
         observer.finish(record, runtime)
 
     return finish

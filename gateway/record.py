@@ -54,6 +54,7 @@ class RequestRecord:
     messages: Any = None                # the request's messages (embeddings: input); logged only with log.content
     answer: dict[str, Any] | None = None  # the completion answered; logged only with log.content
     path: str | None = None             # endpoint "unknown": the method and path asked for
+    admission: Any = None               # what the key's limits lent this request (quota.Admission), settled at the end
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started

@@ -75,6 +75,7 @@ class Runtime:
         for provider in self.providers.values():
             await provider.close()
         await self.cache.close()
+        await self.quota.close()
 
     async def retire(self, successor: "Runtime") -> None:
         """Close what the successor did not take over."""
@@ -83,6 +84,8 @@ class Runtime:
                 await provider.close()
         if successor.cache is not self.cache:
             await self.cache.close()
+        if successor.quota is not self.quota:
+            await self.quota.close()
 
     def resolve(self, model: str, payload: dict[str, Any] | None = None,
                 headers: Mapping[str, str] | None = None, trace: list[Step] | None = None) -> Route:

@@ -7,6 +7,7 @@ import hashlib
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import httpx
@@ -165,3 +166,95 @@ def test_redis_down_allows_or_denies_as_configured(start_gateway, upstream, redi
         if status == 503:
             assert r.json()["error"]["code"] == "limits_unavailable"
     assert gw.runtime.quota.errors >= 1
+
+
+# ---- tokens per minute and budgets ---------------------------------------------------------------
+
+# The fake upstream counts words: this question is 9 prompt tokens, its echo 7 completion tokens.
+PROMPT_TOKENS, COMPLETION_TOKENS = 9, 7
+PRICES = {"input_per_1m": 1000.0, "output_per_1m": 2000.0}   # so a request costs $0.023
+COST = (PROMPT_TOKENS * 1000.0 + COMPLETION_TOKENS * 2000.0) / 1e6
+
+
+def clear_of_a_minute_boundary() -> None:
+    """tpm counts in minute buckets: keep a short test inside one."""
+    into = time.time() % 60
+    if into > 50:
+        time.sleep(60.5 - into)
+
+
+def limited_config(upstream, **limits):
+    cfg = keyed_config(upstream)
+    cfg["models"]["gpt-4o-mini"].update(PRICES)
+    cfg["auth"]["keys"][1].update(limits)
+    return cfg
+
+
+def key_report(url: str, name: str = "ops") -> dict:
+    keys = httpx.get(url + "/admin/keys", headers={"authorization": f"Bearer {ADMIN}"}).json()["keys"]
+    return next(k for k in keys if k["name"] == name)
+
+
+def settled(url: str, check) -> dict:
+    deadline = time.monotonic() + 5
+    while not check(report := key_report(url)) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return report
+
+
+def test_tpm_reserves_the_estimate_and_keeps_the_real_usage(start_gateway, upstream):
+    clear_of_a_minute_boundary()
+    gw = start_gateway(limited_config(upstream, tpm=40))
+    ops = gw.client(api_key="sk-ops-everything")
+    with pytest.raises(openai.RateLimitError) as alone:
+        ops.chat.completions.create(model="support", messages=MESSAGES, max_tokens=100)
+    assert "this request alone" in alone.value.body["message"] and alone.value.body["type"] == "tokens"
+    used = PROMPT_TOKENS + COMPLETION_TOKENS
+    for n in (1, 2):   # each reserves ~7 + 10 and then keeps what it used (16)
+        ops.chat.completions.create(model="support", messages=MESSAGES, max_tokens=10)
+        assert settled(gw.url, lambda r: r["tokens_last_minute"] == n * used)["tokens_last_minute"] == n * used
+    with pytest.raises(openai.RateLimitError) as over:   # 32 used + 17 reserved > 40
+        ops.chat.completions.create(model="support", messages=MESSAGES, max_tokens=10)
+    assert over.value.body["code"] == "rate_limit_exceeded" and 1 <= int(over.value.response.headers["retry-after"]) <= 60
+
+
+def test_a_budget_is_charged_the_real_cost_across_two_processes(tmp_path, upstream, redis_server):
+    from .test_logs import Served
+
+    cfg = limited_config(upstream, budget={"usd": 0.05, "period": "day"})
+    cfg["state"] = {"backend": "redis", "redis_url": redis_server.url}
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+    first, second = Served(tmp_path / "a", cfg), Served(tmp_path / "b", cfg)
+    try:
+        def ask(gw) -> httpx.Response:
+            return httpx.post(gw.url + "/v1/chat/completions", timeout=10, json={"model": "support", "messages": MESSAGES},
+                              headers={"authorization": "Bearer sk-ops-everything"})
+
+        for n, gw in enumerate((first, second, first), start=1):   # under the budget before each: served
+            assert ask(gw).status_code == 200
+            spent = settled(second.url, lambda r: r["budget"]["spent_usd"] >= round(n * COST, 8) - 1e-9)
+            assert spent["budget"]["spent_usd"] == pytest.approx(n * COST, abs=1e-9)   # to the cent and beyond
+        refused = ask(second)
+        assert refused.status_code == 429
+        error = refused.json()["error"]
+        assert error["code"] == "insufficient_quota" and "$0.05" in error["message"] and "per day" in error["message"]
+        assert "resets at" in error["message"] and int(refused.headers["retry-after"]) >= 1
+        report = key_report(first.url)
+        assert report["budget"]["left_usd"] == 0 and report["budget"]["resets_at"].endswith("+00:00")
+        for gw in (first, second):
+            assert "sk-ops-everything" not in gw.stdout_path.read_text() + httpx.get(gw.url + "/metrics").text
+    finally:
+        first.stop()
+        second.stop()
+
+
+def test_admin_keys_needs_the_admin_key_and_never_shows_a_key(start_gateway, upstream):
+    gw = start_gateway(limited_config(upstream, rpm=5, tpm=1000, budget={"usd": 1, "period": "month"}))
+    gw.client(api_key="sk-ops-everything").chat.completions.create(model="support", messages=MESSAGES)
+    assert httpx.get(gw.url + "/admin/keys").status_code == 401
+    body = httpx.get(gw.url + "/admin/keys", headers={"authorization": f"Bearer {ADMIN}"}).text
+    assert "sk-ops-everything" not in body and hashlib.sha256(SUPPORT_KEY.encode()).hexdigest() not in body
+    ops = settled(gw.url, lambda r: r["budget"]["spent_usd"] > 0)
+    assert ops["requests_last_minute"] == 1 and ops["rpm"] == 5 and ops["budget"]["period"] == "month"
+    assert ops["budget"]["spent_usd"] == pytest.approx(COST)
