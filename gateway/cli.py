@@ -7,7 +7,7 @@ import hashlib
 import os
 import sys
 
-from .config import ConfigError, default_config_path, load_config
+from .config import ConfigError, GatewayConfig, default_config_path, load_config
 
 
 def _load_or_exit(path: str):
@@ -26,11 +26,26 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def per_worker_warnings(config: GatewayConfig, workers: int) -> list[str]:
+    """What `--workers N` divides: limits counted in each worker's own memory."""
+    if workers <= 1 or config.state.backend != "memory":
+        return []
+    limited = [k.name for k in config.auth.keys if k.rpm or k.tpm or k.budget]
+    if not limited:
+        return []
+    return [f"with {workers} workers and state.backend: memory, each worker counts the keys' rpm, tpm and "
+            f"budget on its own (keys {', '.join(limited)}): a key may get up to {workers} times its limits; "
+            "set state.backend: redis to share them"]
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     loaded = _load_or_exit(args.config)
     server = loaded.config.server
+    workers = args.workers or server.workers
+    for warning in per_worker_warnings(loaded.config, workers):
+        print(f"warning: {warning}", file=sys.stderr)
     # Workers import the app by name and read the config path from the environment.
     os.environ["GATEWAY_CONFIG"] = os.path.abspath(args.config)
     os.environ["GATEWAY_SERVE"] = "1"  # the app may take SIGHUP (reload): it owns the process
@@ -39,7 +54,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         factory=True,
         host=args.host or server.host,
         port=args.port if args.port is not None else server.port,
-        workers=args.workers or server.workers,
+        workers=workers,
         loop="uvloop",
         http="httptools",
         access_log=False,  # the gateway writes its own log line per request

@@ -258,3 +258,27 @@ def test_admin_keys_needs_the_admin_key_and_never_shows_a_key(start_gateway, ups
     ops = settled(gw.url, lambda r: r["budget"]["spent_usd"] > 0)
     assert ops["requests_last_minute"] == 1 and ops["rpm"] == 5 and ops["budget"]["period"] == "month"
     assert ops["budget"]["spent_usd"] == pytest.approx(COST)
+
+
+def test_serve_with_workers_warns_that_memory_limits_are_per_worker(tmp_path, upstream):
+    cfg = rpm_config(upstream, 10)
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    from .fake_upstream import free_port
+
+    proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", "--config", str(path), "--port",
+                             str(free_port()), "--workers", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, cwd=ROOT)
+    try:
+        first = proc.stderr.readline()
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    assert first.startswith("warning: with 2 workers and state.backend: memory")
+    assert "ops" in first and "state.backend: redis" in first
+    cfg["state"] = {"backend": "redis"}
+    from gateway.cli import per_worker_warnings
+    from gateway.config import GatewayConfig
+
+    assert per_worker_warnings(GatewayConfig.model_validate(cfg), 2) == []
+    assert per_worker_warnings(GatewayConfig.model_validate(rpm_config(upstream, 10)), 1) == []
