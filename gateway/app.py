@@ -131,11 +131,11 @@ async def readyz(request: Request) -> Response:
     if runtime is None or not runtime.providers:
         return json_response({"status": "not ready"}, 503)
     body: dict[str, Any] = {"status": "ready", "providers": sorted(runtime.providers), "routes": len(runtime.routes)}
-    unhealthy = sorted(name for name, healthy in runtime.health.snapshot().items() if not healthy)
+    unhealthy = {name for name, healthy in runtime.health.snapshot().items() if not healthy}
     if unhealthy:
         body["status"] = "degraded"
-        body["open_circuits"] = unhealthy
-        if all(not any(runtime.health.closed(t.model) for t in route.targets) for route in runtime.routes.values()):
+        body["open_circuits"] = sorted(unhealthy)
+        if all(t.model in unhealthy for route in runtime.routes.values() for t in route.targets):
             body["detail"] = "every target of every route has its circuit open"
     return json_response(body)
 

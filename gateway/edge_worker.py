@@ -7,8 +7,8 @@ scan of their vectors (5-7 ms on a slow 2-core machine, ~70 ms at 100,000), and 
 process that would stall the event loop, and every other request and stream with it, for as long.
 Here it stalls only this process.
 
-It lives outside `gateway.cache` so that the helper imports qdrant_edge and the standard library
-only (about 15 MiB and 0.1 s to start, against 60 MiB and a second for the gateway's package).
+It lives outside `gateway.cache` so that the helper imports qdrant_edge, the standard library and
+gateway/osname.py only (about 15 MiB and 0.1 s to start, against 60 MiB and a second for the gateway's package).
 Its functions take and return plain values (ids, payload dicts, floats), and raise only
 RuntimeError, so that everything crosses the pipe. The helper ends when the gateway closes its end
 (or dies): it never outlives it.
@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import qdrant_edge as edge
+
+from .osname import name_this_thread
 
 _shard: Any = None
 
@@ -128,18 +130,8 @@ def serve(fd: int) -> None:
             break
 
 
-def _name_process(name: bytes) -> None:
-    """`gateway-qdrant` in `top` and /proc/PID/comm, so an operator can tell what burns the CPU."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").prctl(15, name, 0, 0, 0)  # PR_SET_NAME
-    except (OSError, AttributeError):
-        pass  # not Linux/glibc: the name is cosmetic
-
-
 if __name__ == "__main__":
     # Ctrl-C reaches the whole process group: the gateway stops the helper (after a flush), not the signal.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _name_process(b"gateway-qdrant")
+    name_this_thread("gateway-qdrant")   # the main thread: the process, in `top`
     serve(int(sys.argv[1]))

@@ -19,6 +19,7 @@ from .metrics import Metrics
 from .pricing import cost_usd, has_prices
 from .record import RequestRecord
 from .runtime import Runtime
+from .usage import token_counts
 
 
 log = logging.getLogger("gateway.observe")
@@ -112,7 +113,7 @@ class Observer:
         prompt = completion = cached = 0
         saved = 0.0
         if usage is not None:
-            prompt, completion, cached = _tokens(usage)
+            prompt, completion, cached = token_counts(usage)
             if hit:
                 saved = self._hit_saving(models, record, usage)
             elif upstream:
@@ -234,7 +235,7 @@ class Observer:
     def _spend(self, models: dict[str, ModelConfig], model: str, usage: dict[str, Any]) -> None:
         config = models.get(model)
         provider = config.provider if config is not None else NONE
-        prompt, completion, cached = _tokens(usage)
+        prompt, completion, cached = token_counts(usage)
         self._count_tokens(model, provider, prompt, completion, cached, False)
         _add(self.metrics.cost.values, (model, provider), self._price(models, model, usage))
 
@@ -251,13 +252,3 @@ class Observer:
 
 def _add(values: dict[tuple[str, ...], float], key: tuple[str, ...], n: float) -> None:
     values[key] = values.get(key, 0) + n
-
-
-def _int(value: Any) -> int:
-    return value if type(value) is int and value > 0 else 0
-
-
-def _tokens(usage: dict[str, Any]) -> tuple[int, int, int]:
-    details = usage.get("prompt_tokens_details")
-    cached = _int(details.get("cached_tokens")) if isinstance(details, dict) else 0
-    return _int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens")), cached

@@ -29,7 +29,7 @@ from .upstream.request import UpstreamRequest
 from .upstream.sse import ReplayStream, StreamPassthrough, run_after
 from .upstream.sse_codec import assemble, assemble_partial, tail_usage, to_sse
 from .upstream.target import Target
-from .usage import estimate
+from .usage import estimate, token_counts
 
 # A key's tpm reserves the request's max tokens; a request without any (and not on a cost route,
 # which names its own) is taken to ask for this many, corrected to the real usage after the answer.
@@ -230,10 +230,6 @@ class Answered(Response):
             await run_after(self.after)
 
 
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
 def _answer_headers(route: Route, target: str, extra: dict[str, str]) -> dict[str, str]:
     return {"x-gateway-route": route.name, "x-gateway-target": target, **extra}
 
@@ -247,7 +243,8 @@ def _finisher(request: Request, record: RequestRecord, runtime: Runtime) -> Call
             record.ended = time.perf_counter()
         if record.admission is not None:
             usage = record.usage if isinstance(record.usage, dict) and record.cache[:3] != "hit" else {}
-            used = _int(usage.get("prompt_tokens")) + _int(usage.get("completion_tokens"))
+            prompt, completion, _ = token_counts(usage)
+            used = prompt + completion
             runtime.quota.settle(record.admission, used, record.cost_usd + record.escalation_cost_usd)
         observer.finish(record, runtime)
 

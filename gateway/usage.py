@@ -18,3 +18,14 @@ def estimate(payload: dict[str, Any], completion: dict[str, Any] | None) -> dict
             completion_chars += len((call.get("function") or {}).get("arguments") or "")
     prompt, completion_tokens = max(1, prompt_chars // 4), completion_chars // 4
     return {"prompt_tokens": prompt, "completion_tokens": completion_tokens, "total_tokens": prompt + completion_tokens}
+
+
+def _count(value: Any) -> int:
+    return value if type(value) is int and value > 0 else 0
+
+
+def token_counts(usage: dict[str, Any]) -> tuple[int, int, int]:
+    """Prompt, completion and cached prompt tokens of an OpenAI usage object (0 for what is missing or bad)."""
+    details = usage.get("prompt_tokens_details")
+    cached = _count(details.get("cached_tokens")) if isinstance(details, dict) else 0
+    return _count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens")), cached

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Mapping, Protocol, Sequence
 
 from ...config import MULTILINGUAL_MODELS, EmbedderConfig
+from ...osname import name_this_thread
 from ...upstream.call import CallFailed, call_for_gateway
 from ...upstream.target import Target
 
@@ -170,17 +171,6 @@ def _load_sentence_transformer(model: str) -> SentenceTransformerEncoder:
                                                           local_files_only=True))
 
 
-def _name_os_thread(name: str) -> None:
-    """Give the worker thread its name in the OS too (`top -H`, /proc/PID/task/*/comm), so an
-    operator (and the benchmark) can tell the embedder's CPU from the event loop's."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").prctl(15, name.encode()[:15], 0, 0, 0)  # PR_SET_NAME
-    except (OSError, AttributeError):
-        pass  # not Linux/glibc: the name is cosmetic
-
-
 _WARM_UP = ("warm up", "How long does a refund take to show up on my card?",
             "I ordered two items last week and only one arrived; the tracking page says the parcel was "
             "delivered but nothing else came. What should I do now?") * 3
@@ -252,7 +242,7 @@ class LocalEmbedder:
     async def start(self) -> int:
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedder",
-                                                initializer=_name_os_thread, initargs=("gateway-embed",))
+                                                initializer=name_this_thread, initargs=("gateway-embed",))
         if self.dim is None:
             loop = asyncio.get_running_loop()
             if self._model is None:
