@@ -369,6 +369,7 @@ class StateConfig(_Strict):
     redis_url: str = "redis://127.0.0.1:6379/0"
     timeout_ms: float = Field(50, gt=0)          # a slower Redis answer counts as an error
     on_error: Literal["allow", "deny"] = "allow"  # Redis unreachable: allow (counted, logged) | deny (503)
+    lease_s: float = Field(10, gt=0)              # a global concurrency slot's lease (renewed while held)
 
 
 class GatewayConfig(_Strict):
