@@ -55,6 +55,12 @@ def too_busy(provider: str, reason: str, retry_after_s: int) -> GatewayError:
     )
 
 
+def limits_unavailable() -> GatewayError:
+    """The state backend (Redis) cannot be asked, and `state.on_error: deny` says refuse."""
+    return GatewayError(503, "The gateway cannot check its limits now; try again shortly.", "server_error",
+                        "limits_unavailable", headers={"retry-after": "1"})
+
+
 def upstream_unreachable(provider: str, detail: str) -> GatewayError:
     return GatewayError(502, f"Provider '{provider}' could not be reached: {detail}", "api_error", "upstream_error")
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .config import AuthKey, KeyBudget, StateConfig
-from .errors import GatewayError
+from .errors import GatewayError, limits_unavailable
 
 log = logging.getLogger("gateway.quota")
 
@@ -158,12 +158,11 @@ class MemoryCounters:
 
 
 class RedisCounters:
-    """The same in Redis, shared by every replica and worker: one script to admit, one pipeline to settle."""
+    """The same in Redis, shared by every replica and worker: one script to admit, one pipeline to
+    settle. On the process's pool to the state backend (`Leases.redis`), which it does not close."""
 
-    def __init__(self, url: str, timeout_s: float):
-        import redis.asyncio as redis
-
-        self.redis = redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+    def __init__(self, client: Any):
+        self.redis = client
         self._admit = self.redis.register_script(_ADMIT)
 
     @staticmethod
@@ -193,15 +192,15 @@ class RedisCounters:
         return values[1] * at.weight + values[0], values[3] * at.weight + values[2], values[4]
 
     async def close(self) -> None:
-        await self.redis.aclose()
+        pass
 
 
 class Quota:
-    def __init__(self, config: StateConfig):
+    def __init__(self, config: StateConfig, redis: Any = None):
+        """`redis`: the client of the state backend, given when `config.backend` is redis."""
         self.config = config
         self.timeout_s = config.timeout_ms / 1000
-        self.counters: Counters = (MemoryCounters() if config.backend == "memory"
-                                   else RedisCounters(config.redis_url, self.timeout_s))
+        self.counters: Counters = MemoryCounters() if redis is None else RedisCounters(redis)
         self.errors = 0
         self._logged_at = -math.inf
         self._settling: set[asyncio.Task[None]] = set()
@@ -291,8 +290,7 @@ class Quota:
             log.warning("state backend %s failed (%s: %s); limits %s for now", self.config.backend,
                         type(exc).__name__, exc, "allow requests" if self.config.on_error == "allow" else "refuse them")
         if self.config.on_error == "deny" and not settling:
-            raise GatewayError(503, "The gateway cannot check its limits now; try again shortly.", "server_error",
-                               "limits_unavailable", headers={"retry-after": "1"}) from None
+            raise limits_unavailable() from None
 
     async def close(self) -> None:
         """Let the settlements under way finish (briefly), then drop the Redis connections."""

@@ -18,16 +18,19 @@ from .routing.route import Route
 from .routing.rules import Step
 from .routing.table import RouteTable
 from .upstream.client import Provider
+from .upstream.leases import Leases
 from .upstream.target import Target
 
 
 class Runtime:
-    def __init__(self, loaded: LoadedConfig, providers: dict[str, Provider], cache: Cache, quota: Quota):
+    def __init__(self, loaded: LoadedConfig, providers: dict[str, Provider], cache: Cache, quota: Quota,
+                 leases: Leases | None = None):
         self.loaded = loaded
         self.config: GatewayConfig = loaded.config
         self.providers = providers
         self.cache = cache
         self.quota = quota   # the keys' limits; counters keyed by key name, so they outlive a reload
+        self.leases = leases  # state.backend: redis: the providers' slots counted across processes
         self.max_body_bytes = self.config.server.max_body_bytes
         self.targets = _targets(self.config, providers)
         self.table = RouteTable(self.config, self.targets)
@@ -42,26 +45,39 @@ class Runtime:
         """Open what the config needs. Given the runtime it replaces, providers and the cache whose
         config did not change are kept (with their pools and entries); `previous.retire()` closes
         the rest once its in-flight requests are done."""
+        state = loaded.config.state
+        same_state = previous is not None and previous.config.state == state
+        if same_state:
+            leases = previous.leases   # type: ignore[union-attr]
+        else:
+            leases = Leases(state.redis_url, state.timeout_ms / 1000, state.lease_s) \
+                if state.backend == "redis" else None
+            if leases is not None:
+                await leases.open()
         providers: dict[str, Provider] = {}
         for name, cfg in loaded.config.providers.items():
-            old = previous.providers.get(name) if previous else None
+            old = previous.providers.get(name) if previous and same_state else None
             if old is not None and old.config == cfg:
                 providers[name] = old
             else:
-                providers[name] = Provider(name, cfg)
+                providers[name] = Provider(name, cfg, leases, state.on_error)
                 providers[name].open()
         try:
             if previous is not None and _cache_carries_over(previous, loaded.config, providers):
                 cache = previous.cache
             else:
                 cache = await Cache.open(loaded.config.cache, _targets(loaded.config, providers))
-            same_state = previous is not None and previous.config.state == loaded.config.state
-            quota = previous.quota if same_state else Quota(loaded.config.state)  # type: ignore[union-attr]
-            runtime = cls(loaded, providers, cache, quota)
+            if same_state:
+                quota = previous.quota   # type: ignore[union-attr]
+            else:
+                quota = Quota(state, leases.redis if leases is not None else None)
+            runtime = cls(loaded, providers, cache, quota, leases)
         except BaseException:
             for name, provider in providers.items():  # a failed reload leaves no pool open behind it
                 if previous is None or previous.providers.get(name) is not provider:
                     await provider.close()
+            if leases is not None and not same_state:
+                await leases.close()
             raise
         if previous is not None:
             # Circuits and latencies of targets whose model and provider did not change carry over.
@@ -76,6 +92,8 @@ class Runtime:
             await provider.close()
         await self.cache.close()
         await self.quota.close()
+        if self.leases is not None:
+            await self.leases.close()
 
     async def retire(self, successor: "Runtime") -> None:
         """Close what the successor did not take over."""
@@ -86,6 +104,8 @@ class Runtime:
             await self.cache.close()
         if successor.quota is not self.quota:
             await self.quota.close()
+        if self.leases is not None and successor.leases is not self.leases:
+            await self.leases.close()
 
     def resolve(self, model: str, payload: dict[str, Any] | None = None,
                 headers: Mapping[str, str] | None = None, trace: list[Step] | None = None) -> Route:

@@ -82,20 +82,21 @@ def test_stream_holds_its_slot_and_a_dropped_client_frees_it(gateway, upstream):
 
 async def test_limiter_is_first_come_first_served():
     limiter = Limiter(max_concurrency=1, max_queue=5, queue_timeout_s=5)
-    await limiter.acquire()
+    first = await limiter.acquire()
     order: list[int] = []
 
     async def waiter(i: int) -> None:
-        await limiter.acquire()
+        slot = await limiter.acquire()
         order.append(i)
         await asyncio.sleep(0)
-        limiter.release()
+        slot.release()
+        slot.release()   # once only, however often
 
     tasks = [asyncio.create_task(waiter(i)) for i in range(5)]
     await asyncio.sleep(0.01)
     with pytest.raises(LimitExceeded, match="queue full"):
         await limiter.acquire()
-    limiter.release()
+    first.release()
     await asyncio.gather(*tasks)
     assert order == [0, 1, 2, 3, 4]
     assert limiter.in_flight == 0 and limiter.queued == 0
@@ -103,12 +104,12 @@ async def test_limiter_is_first_come_first_served():
 
 async def test_limiter_cancelled_waiter_gives_no_slot_away():
     limiter = Limiter(max_concurrency=1, max_queue=5, queue_timeout_s=5)
-    await limiter.acquire()
+    held = await limiter.acquire()
     task = asyncio.create_task(limiter.acquire())
     await asyncio.sleep(0.01)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     assert limiter.queued == 0
-    limiter.release()
+    held.release()
     assert limiter.in_flight == 0

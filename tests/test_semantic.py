@@ -291,13 +291,14 @@ async def test_a_judge_takes_a_free_slot_of_its_provider_and_never_queues(open_c
     cache = await open_cache(local_config(verify={"model": "gpt-4o-mini"}, cooldown_s=30),
                              judge=make_judge(JudgeConfig(model="gpt-4o-mini"), targets))
     await cache.store("p1", REFUND, answer("3 to 5 days"), ttl_s=60)
-    assert limiter.try_acquire()   # a client's request holds the provider's one slot
+    held = await limiter.try_acquire()   # a client's request holds the provider's one slot
+    assert held is not None
     started = time.perf_counter()
     assert await cache.lookup("p1", REFUND_PARAPHRASE) is None     # no verdict without a slot: a miss
     assert time.perf_counter() - started < 0.5 and limiter.queued == 0
     assert cache.stats["busy"] == 1 and cache.stats["judge_errors"] == 0
     assert upstream.calls_to("/v1/chat/completions") == 0
-    limiter.release()
+    held.release()
     hit = await cache.lookup("p1", REFUND_PARAPHRASE)              # not taken for down: no cooldown
     assert hit is not None and upstream.calls_to("/v1/chat/completions") == 1
     assert limiter.in_flight == 0
@@ -332,11 +333,12 @@ async def test_an_embedder_takes_a_free_slot_of_its_provider_and_never_queues(op
     cache = await open_cache(config, embedder=make_embedder(config.embedder, targets))
     await cache.store("p1", REFUND, answer("3 to 5 days"), ttl_s=60)
     calls = upstream.calls_to("/v1/embeddings")
-    assert limiter.try_acquire()   # a client's request holds the provider's one slot
+    held = await limiter.try_acquire()   # a client's request holds the provider's one slot
+    assert held is not None
     assert await cache.lookup("p1", "Do you ship to Canada?") is None
     assert cache.stats["busy"] == 1 and cache.stats["embedder_errors"] == 0 and limiter.queued == 0
     assert upstream.calls_to("/v1/embeddings") == calls
-    limiter.release()
+    held.release()
     assert await cache.lookup("p1", "Do you ship to Canada?") is None   # embedded this time: no cooldown
     assert upstream.calls_to("/v1/embeddings") == calls + 1 and limiter.in_flight == 0
 

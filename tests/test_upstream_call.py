@@ -52,9 +52,10 @@ async def test_the_gateways_own_calls_take_a_free_slot_or_none(upstream, provide
     answer = await call_for_gateway(target(provider, "embed"), "/embeddings", {"input": ["hi"]})
     assert answer["object"] == "list" and upstream.seen[-1].body == {"input": ["hi"], "model": "vendor/embed"}
     assert provider.limiter.in_flight == 0
-    assert provider.limiter.try_acquire()            # a client's request holds the only slot
+    held = await provider.limiter.try_acquire()      # a client's request holds the only slot
+    assert held is not None
     with pytest.raises(CallFailed) as failed:
         await call_for_gateway(target(provider, "embed"), "/embeddings", {"input": ["hi"]})
     assert failed.value.busy and provider.limiter.queued == 0
     assert upstream.calls_to("/v1/embeddings") == 1
-    provider.limiter.release()
+    held.release()

@@ -16,7 +16,7 @@ import orjson
 
 from ..errors import GatewayError, too_busy, upstream_invalid, upstream_timeout, upstream_unreachable
 from .client import UpstreamFailure
-from .limiter import LimitExceeded
+from .limiter import LimitExceeded, Slot
 from .request import UpstreamRequest
 from .target import Target
 
@@ -33,7 +33,7 @@ class JsonAnswer:
 class StreamAnswer:
     response: aiohttp.ClientResponse   # headers are in; the body is the SSE stream
     target: Target
-    release: Callable[[], None]        # frees the provider slot; call exactly once
+    release: Callable[[], None]        # frees the provider slot (once, however often called)
 
 
 Answer = JsonAnswer | StreamAnswer
@@ -73,7 +73,7 @@ async def call_target(target: Target, request: UpstreamRequest) -> Answer:
     body = request.body(target.upstream_model, provider.config.stream_usage)
     queued = time.perf_counter()
     try:
-        await provider.limiter.acquire()
+        slot = await provider.limiter.acquire()
     except LimitExceeded as exc:
         record.queue_wait_s += time.perf_counter() - queued  # a queue timeout waited too
         kind = "queue_full" if exc.reason == "queue full" else "queue_timeout"
@@ -81,7 +81,7 @@ async def call_target(target: Target, request: UpstreamRequest) -> Answer:
     started = time.perf_counter()
     record.queue_wait_s += started - queued
     try:
-        return await _send(target, request.path, body, request.headers, request.stream)
+        return await _send(target, slot, request.path, body, request.headers, request.stream)
     finally:
         record.upstream_s += time.perf_counter() - started  # a stream: until its headers; the pump adds the rest
 
@@ -103,10 +103,14 @@ async def call_for_gateway(target: Target, path: str, payload: dict[str, Any]) -
     behind client requests, whose own wait it would lengthen.
     """
     provider = target.provider
-    if not provider.limiter.try_acquire():
+    try:
+        slot = await provider.limiter.try_acquire()
+    except GatewayError:   # the shared slots cannot be counted and state.on_error says deny
+        slot = None
+    if slot is None:
         raise CallFailed(f"{provider.name}: no free slot for a call to {path}", busy=True)
     try:
-        answer = await _send(target, path, orjson.dumps({**payload, "model": target.upstream_model}), {}, False)
+        answer = await _send(target, slot, path, orjson.dumps({**payload, "model": target.upstream_model}), {}, False)
     except TargetFailed as exc:
         raise CallFailed(f"{provider.name}: {exc}") from None
     except UpstreamStatus as exc:
@@ -117,7 +121,7 @@ async def call_for_gateway(target: Target, path: str, payload: dict[str, Any]) -
     return answer.data
 
 
-async def _send(target: Target, path: str, body: bytes, headers: dict[str, str], stream: bool) -> Answer:
+async def _send(target: Target, slot: Slot, path: str, body: bytes, headers: dict[str, str], stream: bool) -> Answer:
     """POST with a slot already taken; the slot is released here, or handed to a StreamAnswer."""
     provider = target.provider
     handed_off = False
@@ -132,7 +136,7 @@ async def _send(target: Target, path: str, body: bytes, headers: dict[str, str],
             raise UpstreamStatus(upstream.status, raw, content_type, upstream.headers.get("retry-after"))
         if stream and content_type.startswith("text/event-stream"):
             handed_off = True
-            return StreamAnswer(upstream, target, provider.limiter.release)
+            return StreamAnswer(upstream, target, slot.release)
         try:
             raw = await provider.read(upstream)
         except UpstreamFailure as failure:
@@ -146,7 +150,7 @@ async def _send(target: Target, path: str, body: bytes, headers: dict[str, str],
         return JsonAnswer(upstream.status, raw, data, target)
     finally:
         if not handed_off:
-            provider.limiter.release()
+            slot.release()
 
 
 def _failed(provider: str, failure: UpstreamFailure, timeout_s: float) -> TargetFailed:

@@ -7,7 +7,8 @@ import asyncio
 import aiohttp
 
 from ..config import ProviderConfig
-from .limiter import Limiter
+from .leases import Leases
+from .limiter import GlobalLimiter, Limiter
 
 
 class UpstreamFailure(Exception):
@@ -20,12 +21,14 @@ class UpstreamFailure(Exception):
 
 
 class Provider:
-    """A provider's connection pool, its concurrency limiter and the headers every call carries."""
+    """A provider's connection pool, its concurrency limiter and the headers every call carries.
+    Given `leases` (state.backend: redis), `max_concurrency` counts across every process."""
 
-    def __init__(self, name: str, config: ProviderConfig):
+    def __init__(self, name: str, config: ProviderConfig, leases: Leases | None = None, on_error: str = "allow"):
         self.name = name
         self.config = config
-        self.limiter = Limiter(config.max_concurrency, config.max_queue, config.queue_timeout_s)
+        self.limiter = Limiter(config.max_concurrency, config.max_queue, config.queue_timeout_s) if leases is None \
+            else GlobalLimiter(name, config.max_concurrency, config.max_queue, config.queue_timeout_s, leases, on_error)
         self.headers = {"content-type": "application/json", **config.headers}
         if config.api_key:
             self.headers["authorization"] = f"Bearer {config.api_key}"
@@ -43,6 +46,7 @@ class Provider:
         )
 
     async def close(self) -> None:
+        await self.limiter.close()
         if self.session is not None:
             await self.session.close()
 
