@@ -1,16 +1,22 @@
 """The deploy artefacts stay in step with the code and with each other.
 
-The compose file is checked against the Compose Specification's JSON schema and the Kubernetes
-manifests against the Kubernetes API's schemas, offline: both schema sets ship inside the `test`
-extra's packages (check-jsonschema, kubernetes-validate). Then the parts must agree: the load
-balancer and Prometheus name every gateway replica, Grafana's provisioning finds the data source
-and the dashboard, and the gateway config the replicas mount reaches the compose Redis and Qdrant.
+The compose file is checked against the Compose Specification's JSON schema and every Kubernetes
+manifest against the Kubernetes API's schemas, offline: both schema sets ship inside the `test`
+extra's packages (check-jsonschema, kubernetes-validate); a custom resource (the Prometheus
+Operator's ServiceMonitor) against its CRD's schema, vendored in tests/data/. Then the parts must
+agree: the load balancer and Prometheus name every gateway replica, Grafana's provisioning finds the
+data source and the dashboard, the config every replica mounts reaches that deployment's own Redis
+(cache and limits) and Qdrant, the autoscaler, the disruption budget and the ServiceMonitor name the
+gateway's Deployment, pods and Service, and the scrape sends the token that the config asks for.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
+import importlib.resources
 import json
+import math
 import re
 import subprocess
 import sys
@@ -29,6 +35,10 @@ DEPLOY = ROOT / "deploy"
 COMPOSE = DEPLOY / "compose.yaml"
 REPLICAS_CONFIG = ROOT / "config/examples/replicas.yaml"
 DASHBOARD = DEPLOY / "grafana/dashboard.json"
+K8S = DEPLOY / "k8s"
+PROMETHEUS_CONFIG = DEPLOY / "prometheus/prometheus.yml"
+# The CRDs of the custom resources under deploy/k8s/, as their projects publish them.
+CRDS = [ROOT / "tests/data/monitoring.coreos.com_servicemonitors.yaml"]
 
 
 def need(module: str) -> ModuleType:
@@ -127,18 +137,84 @@ def kubernetes_manifests() -> dict[Path, list[dict[str, Any]]]:
     return found
 
 
+# The $id of the definitions that kubernetes-validate's schemas share (ObjectMeta among them).
+K8S_DEFINITIONS = "https://kubernetes.io/api/_definitions.json"
+
+
+def strict(schema: dict[str, Any]) -> dict[str, Any]:
+    """A CRD's OpenAPI schema as a JSON Schema that refuses unknown fields. The API server drops a
+    field that a structural schema does not name, and `kubectl apply` (field validation Strict, its
+    default) refuses the object instead; JSON Schema allows it unless told."""
+    out = dict(schema)
+    if "properties" in out:
+        out["properties"] = {name: strict(sub) for name, sub in out["properties"].items()}
+        if "additionalProperties" not in out and not out.get("x-kubernetes-preserve-unknown-fields"):
+            out["additionalProperties"] = False
+    if isinstance(out.get("additionalProperties"), dict):
+        out["additionalProperties"] = strict(out["additionalProperties"])
+    if "items" in out:
+        out["items"] = strict(out["items"])
+    for key in ("anyOf", "allOf", "oneOf"):
+        if key in out:
+            out[key] = [strict(sub) for sub in out[key]]
+    return out
+
+
+@functools.cache
+def custom_resource_schemas() -> dict[tuple[str, str], dict[str, Any]]:
+    """(apiVersion, kind) -> JSON schema of each served version of the vendored CRDs: its
+    openAPIV3Schema made strict, with `metadata` checked as the Kubernetes API checks it (the CRD
+    says only `type: object`: the API server validates ObjectMeta itself)."""
+    jsonschema = need("jsonschema")
+    schemas = {}
+    for path in CRDS:
+        crd = yaml.safe_load(path.read_text())
+        assert crd["kind"] == "CustomResourceDefinition", path
+        spec = crd["spec"]
+        kind = spec["names"]["kind"]
+        for version in spec["versions"]:
+            if not version["served"]:
+                continue
+            api_version = f"{spec['group']}/{version['name']}"
+            schema = strict(version["schema"]["openAPIV3Schema"])
+            schema["properties"] = {
+                **schema["properties"],
+                "apiVersion": {"type": "string", "const": api_version},
+                "kind": {"type": "string", "const": kind},
+                "metadata": {"$ref": f"{K8S_DEFINITIONS}#/$defs/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"},
+            }
+            schema["required"] = sorted({*schema.get("required", ()), "apiVersion", "kind", "metadata"})
+            jsonschema.Draft202012Validator.check_schema(schema)
+            schemas[(api_version, kind)] = schema
+    return schemas
+
+
 def validate_kubernetes(doc: dict[str, Any]) -> str:
+    """Validate one object, strictly: a built-in kind by kubernetes-validate's schemas, a custom
+    resource by its vendored CRD's; a kind known to neither raises too (SchemaNotFoundError)."""
     kv = need("kubernetes_validate")
     version = kv.latest_version()
-    kv.validate(doc, version, strict=True)   # raises; a kind without a schema raises too
+    schema = custom_resource_schemas().get((doc.get("apiVersion"), doc.get("kind")))
+    if schema is None:
+        kv.validate(doc, version, strict=True)   # raises; a kind without a schema raises too
+        return version
+    jsonschema, referencing = need("jsonschema"), need("referencing")
+    definitions = importlib.resources.files("kubernetes_validate").joinpath(
+        "kubernetes-json-schema", f"v{version}-local-strict", "_definitions.json")
+    registry = referencing.Resource.from_contents(json.loads(definitions.read_text())) @ referencing.Registry()
+    try:
+        jsonschema.Draft202012Validator(schema, registry=registry).validate(doc)
+    except jsonschema.ValidationError as exc:
+        raise kv.ValidationError(exc, version) from None
     return version
 
 
 def test_kubernetes_manifests_follow_the_kubernetes_schemas():
     kv = need("kubernetes_validate")
     manifests = kubernetes_manifests()
-    assert DEPLOY / "k8s/gateway.yaml" in manifests
-    assert set(manifests) >= set(DEPLOY.glob("k8s/*.yaml")), "a file under deploy/k8s/ holds no object"
+    expected = {K8S / "gateway.yaml", K8S / "scaling.yaml", K8S / "prometheus-operator/servicemonitor.yaml"}
+    assert expected <= set(manifests)
+    assert set(manifests) >= set(K8S.rglob("*.yaml")), "a file under deploy/k8s/ holds no object"
     problems = []
     for path, docs in manifests.items():
         for doc in docs:
@@ -151,9 +227,21 @@ def test_kubernetes_manifests_follow_the_kubernetes_schemas():
     assert not problems, "\n".join(problems)
 
 
+def test_kubectl_apply_of_the_k8s_folder_needs_no_custom_resource_definitions():
+    # `kubectl apply -f deploy/k8s/` reads the folder's own files, not its subfolders': they must be
+    # built-in kinds, so that a cluster without the Prometheus Operator takes them all. The
+    # ServiceMonitor lives in prometheus-operator/, applied where the operator is.
+    custom = set(custom_resource_schemas())
+    for path in K8S.glob("*.yaml"):
+        for doc in kubernetes_manifests()[path]:
+            assert (doc["apiVersion"], doc["kind"]) not in custom, f"{path.name}: {doc['kind']} needs a CRD"
+    for path in K8S.glob("*/*.yaml"):
+        assert all((d["apiVersion"], d["kind"]) in custom for d in kubernetes_manifests()[path]), path
+
+
 def test_the_kubernetes_schema_check_refuses_a_broken_manifest():
     kv = need("kubernetes_validate")
-    docs = kubernetes_manifests()[DEPLOY / "k8s/gateway.yaml"]
+    docs = kubernetes_manifests()[K8S / "gateway.yaml"]
     deployment = next(d for d in docs if d["kind"] == "Deployment")
     typo = {**deployment, "spec": {**deployment["spec"], "replica": 3}}   # strict: unknown fields fail
     with pytest.raises(kv.ValidationError):
@@ -163,12 +251,149 @@ def test_the_kubernetes_schema_check_refuses_a_broken_manifest():
     wrong_type["spec"]["template"]["spec"]["containers"][0] = {**container, "ports": [{"containerPort": "http"}]}
     with pytest.raises(kv.ValidationError):
         validate_kubernetes(wrong_type)
+    unknown_kind = {**deployment, "apiVersion": "monitoring.coreos.com/v1", "kind": "PodMonitor"}
+    with pytest.raises(kv.SchemaNotFoundError):   # no vendored CRD, no built-in schema: never a pass
+        validate_kubernetes(unknown_kind)
 
 
-# ---- Kubernetes -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("breakage", [
+    "an unknown endpoint field", "a port given as a number", "an interval that is no duration",
+    "no selector", "an unknown metadata field", "another apiVersion"])
+def test_the_servicemonitor_schema_check_refuses_a_broken_one(breakage):
+    kv = need("kubernetes_validate")
+    (monitor,) = kubernetes_manifests()[K8S / "prometheus-operator/servicemonitor.yaml"]
+    assert validate_kubernetes(monitor)
+    broken = json.loads(json.dumps(monitor))
+    endpoint = broken["spec"]["endpoints"][0]
+    if breakage == "an unknown endpoint field":
+        endpoint["paths"] = endpoint.pop("path")
+    elif breakage == "a port given as a number":
+        endpoint["port"] = 8080
+    elif breakage == "an interval that is no duration":
+        endpoint["interval"] = "15 seconds"
+    elif breakage == "no selector":
+        del broken["spec"]["selector"]
+    elif breakage == "an unknown metadata field":
+        broken["metadata"]["label"] = broken["metadata"].pop("labels")
+    else:
+        broken["apiVersion"] = "monitoring.coreos.com/v1alpha1"
+    with pytest.raises((kv.ValidationError, kv.SchemaNotFoundError)):
+        validate_kubernetes(broken)
+
+
+# ---- Kubernetes: reading the manifests the way the cluster does -----------------------------------
+
+def k8s_objects() -> list[dict[str, Any]]:
+    return [doc for path, docs in kubernetes_manifests().items() if K8S in path.parents for doc in docs]
+
+
+def k8s_object(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    found = [o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name]
+    assert len(found) == 1, f"{len(found)} {kind} named {name} in deploy/k8s/"
+    return found[0]
+
+
+def k8s_of_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [o for o in objects if o["kind"] == kind]
+
+
+def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """A label selector (matchLabels only: these manifests use no matchExpressions) against labels."""
+    assert set(selector) <= {"matchLabels"}, selector
+    return all(labels.get(k) == v for k, v in selector["matchLabels"].items())
+
+
+def pod_templates(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The pod template of every workload: what the Services, the budget and the autoscaler reach."""
+    return [o["spec"]["template"] for o in objects if o["kind"] in ("Deployment", "StatefulSet", "DaemonSet")]
+
+
+def gateway_container(pod: dict[str, Any]) -> dict[str, Any]:
+    (container,) = [c for c in pod["spec"]["containers"] if c["image"].split(":")[0] == "llm-gateway"]
+    return container
+
+
+def gateway_deployment(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    """The gateway: the Deployment that runs this repository's image."""
+    found = [d for d in k8s_of_kind(objects, "Deployment")
+             if any(c["image"].split(":")[0] == "llm-gateway"
+                    for c in d["spec"]["template"]["spec"]["containers"])]
+    assert len(found) == 1, [d["metadata"]["name"] for d in found]
+    deployment = found[0]
+    assert selects(deployment["spec"]["selector"], deployment["spec"]["template"]["metadata"]["labels"])
+    return deployment
+
+
+def gateway_service(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    pods = gateway_deployment(objects)["spec"]["template"]["metadata"]["labels"]
+    found = [s for s in k8s_of_kind(objects, "Service") if selects({"matchLabels": s["spec"]["selector"]}, pods)]
+    assert len(found) == 1, [s["metadata"]["name"] for s in found]
+    return found[0]
+
+
+def container_port(pod: dict[str, Any], target: int | str) -> tuple[dict[str, Any], int]:
+    """The container and port number a Service's targetPort (a number or a port's name) reaches."""
+    found = [(c, p["containerPort"]) for c in pod["spec"]["containers"] for p in c.get("ports", ())
+             if target in (p["containerPort"], p.get("name"))]
+    assert len(found) == 1, f"targetPort {target}: {len(found)} container ports"
+    return found[0]
+
+
+def image_behind(objects: list[dict[str, Any]], host: str | None, port: int | None) -> str:
+    """The image that answers host:port inside the cluster (the host a Service's name)."""
+    service = k8s_object(objects, "Service", str(host))
+    ports = [p for p in service["spec"]["ports"] if p["port"] == port]
+    assert len(ports) == 1, f"Service {host} has no port {port}"
+    selector = {"matchLabels": service["spec"]["selector"]}
+    pods = [t for t in pod_templates(objects) if selects(selector, t["metadata"]["labels"])]
+    assert len(pods) == 1, f"Service {host} selects {len(pods)} workloads"
+    container, _ = container_port(pods[0], ports[0].get("targetPort", port))
+    return container["image"].split(":")[0]
+
+
+def secret_placeholder(ref: dict[str, Any]) -> str:
+    return f"<Secret {ref['name']}, key {ref['key']}>"
+
+
+def config_as_the_pod_sees_it(objects: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch):
+    """The gateway's config as its pods read it: the file named by --config, from the ConfigMap mounted
+    there, with the container's environment (a Secret's value reads as which Secret and key it is)."""
+    pod = gateway_deployment(objects)["spec"]["template"]
+    container = gateway_container(pod)
+    args = container["args"]
+    path = PurePosixPath(args[args.index("--config") + 1])
+    (mount,) = [m for m in container["volumeMounts"] if PurePosixPath(m["mountPath"]) == path.parent]
+    # A subPath mount never sees the ConfigMap's updates: the folder is mounted so that edits reload.
+    assert "subPath" not in mount, "mount the ConfigMap's folder, not one file of it"
+    (volume,) = [v for v in pod["spec"]["volumes"] if v["name"] == mount["name"]]
+    assert "items" not in volume["configMap"], "each key of the ConfigMap is a file of its name"
+    config_map = k8s_object(objects, "ConfigMap", volume["configMap"]["name"])
+    text = config_map["data"][path.name]
+    env = {}
+    for var in container.get("env", ()):
+        if "value" in var:
+            env[var["name"]] = var["value"]
+        else:
+            env[var["name"]] = secret_placeholder(var["valueFrom"]["secretKeyRef"])
+    for name in set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)", text)):
+        monkeypatch.delenv(name, raising=False)   # only what the container has
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return parse_config(text, f"ConfigMap {config_map['metadata']['name']}: {path.name}")
+
+
+def scaled(value: int | str, replicas: int) -> int:
+    """A disruption budget's number or percentage of `replicas`, rounded up as the API server does."""
+    if isinstance(value, int):
+        return value
+    assert re.fullmatch(r"\d+%", value), value
+    return math.ceil(int(value[:-1]) * replicas / 100)
+
+
+# ---- Kubernetes ------------------------------------------------------------------------------------
 
 def test_kubernetes_manifests_parse_and_carry_the_replicas_config():
-    docs = [d for d in yaml.safe_load_all((DEPLOY / "k8s/gateway.yaml").read_text()) if d]
+    docs = [d for d in yaml.safe_load_all((K8S / "gateway.yaml").read_text()) if d]
     kinds = sorted(d["kind"] for d in docs)
     assert kinds == ["ConfigMap", "Deployment", "Deployment", "Service", "Service", "Service", "StatefulSet"]
     config_map = next(d for d in docs if d["kind"] == "ConfigMap")
@@ -176,10 +401,103 @@ def test_kubernetes_manifests_parse_and_carry_the_replicas_config():
     assert carried == REPLICAS_CONFIG.read_text()
     cfg = parse_config(carried, "deploy/k8s/gateway.yaml")
     assert cfg.cache.exact.backend == "redis" and cfg.cache.semantic.qdrant.url
-    gateway = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "llm-gateway")
-    container = gateway["spec"]["template"]["spec"]["containers"][0]
+    container = gateway_container(gateway_deployment(k8s_objects())["spec"]["template"])
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+
+
+def test_the_pods_config_reaches_the_deployments_own_redis_and_qdrant(monkeypatch):
+    objects = k8s_objects()
+    cfg = config_as_the_pod_sees_it(objects, monkeypatch)
+    pod = gateway_deployment(objects)["spec"]["template"]
+    assert cfg.server.host == "0.0.0.0", "listen beyond the pod's loopback"
+    assert cfg.admin.watch, "the ConfigMap is mounted to be watched"
+    _, listening = container_port(pod, "http")
+    assert cfg.server.port == listening
+    # Limits (state) and the exact cache both in the Redis of this deployment, so every replica
+    # counts a key's requests, tokens and spend in one place.
+    assert cfg.cache.exact.backend == "redis" and cfg.state.backend == "redis"
+    for url in (cfg.cache.exact.redis_url, cfg.state.redis_url):
+        redis = urlsplit(url)
+        assert redis.scheme == "redis"
+        assert image_behind(objects, redis.hostname, redis.port) == "redis", url
+    assert cfg.cache.semantic.enabled
+    qdrant = urlsplit(cfg.cache.semantic.qdrant.url)
+    assert image_behind(objects, qdrant.hostname, qdrant.port) == "qdrant/qdrant"
+
+
+def test_the_autoscaler_scales_the_gateway_deployment_on_cpu():
+    objects = k8s_objects()
+    deployment = gateway_deployment(objects)
+    (hpa,) = k8s_of_kind(objects, "HorizontalPodAutoscaler")
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
+                                             "name": deployment["metadata"]["name"]}
+    assert 2 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
+    # The autoscaler owns the count: a `replicas:` in the Deployment would reset it on every apply.
+    assert "replicas" not in deployment["spec"], "leave the replica count to the autoscaler"
+    (metric,) = hpa["spec"]["metrics"]
+    assert metric["type"] == "Resource" and metric["resource"]["name"] == "cpu"
+    assert metric["resource"]["target"]["type"] == "Utilization"
+    assert 0 < metric["resource"]["target"]["averageUtilization"] <= 100
+    # Utilization is usage over the request: the autoscaler computes none unless every container
+    # of the pod requests CPU.
+    for container in deployment["spec"]["template"]["spec"]["containers"]:
+        assert container.get("resources", {}).get("requests", {}).get("cpu"), container["name"]
+
+
+def test_the_disruption_budget_covers_the_gateway_pods_and_lets_drains_proceed():
+    objects = k8s_objects()
+    pods = gateway_deployment(objects)["spec"]["template"]["metadata"]["labels"]
+    (pdb,) = k8s_of_kind(objects, "PodDisruptionBudget")
+    (hpa,) = k8s_of_kind(objects, "HorizontalPodAutoscaler")
+    selector = pdb["spec"]["selector"]
+    assert selects(selector, pods)
+    covered = [t for t in pod_templates(objects) if selects(selector, t["metadata"]["labels"])]
+    assert len(covered) == 1, "the budget covers pods beyond the gateway's"
+    limits = {"minAvailable", "maxUnavailable"} & set(pdb["spec"])
+    assert len(limits) == 1, "give minAvailable or maxUnavailable"
+    (limit,) = limits
+    # At every count the autoscaler may run: a drain can always evict one gateway (a budget that
+    # allows none blocks node drains forever) and never all of them.
+    for replicas in range(hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"] + 1):
+        value = scaled(pdb["spec"][limit], replicas)
+        evictable = value if limit == "maxUnavailable" else replicas - value
+        assert 1 <= evictable < replicas, f"{limit}: {pdb['spec'][limit]} at {replicas} replicas"
+
+
+def endpoint_token(endpoint: dict[str, Any]) -> str | None:
+    """The bearer token a ServiceMonitor endpoint sends, as the Secret and key it comes from."""
+    if "authorization" in endpoint:
+        assert endpoint["authorization"].get("type", "Bearer").lower() == "bearer"
+        return secret_placeholder(endpoint["authorization"]["credentials"])
+    if "bearerTokenSecret" in endpoint:   # the older, deprecated field
+        return secret_placeholder(endpoint["bearerTokenSecret"])
+    return None
+
+
+def test_the_servicemonitor_scrapes_every_gateway_pod_with_the_configs_token(monkeypatch):
+    objects = k8s_objects()
+    service = gateway_service(objects)
+    pod = gateway_deployment(objects)["spec"]["template"]
+    cfg = config_as_the_pod_sees_it(objects, monkeypatch)
+    (monitor,) = k8s_of_kind(objects, "ServiceMonitor")
+    assert "namespaceSelector" not in monitor["spec"], "the Service is in the ServiceMonitor's namespace"
+    selected = [s for s in k8s_of_kind(objects, "Service")
+                if selects(monitor["spec"]["selector"], s["metadata"].get("labels", {}))]
+    assert selected == [service], [s["metadata"]["name"] for s in selected]
+    ports = {p.get("name"): p for p in service["spec"]["ports"]}
+    prometheus_config = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
+    for endpoint in monitor["spec"]["endpoints"]:
+        assert endpoint["port"] in ports, f"the Service has no port named {endpoint['port']}"
+        _, number = container_port(pod, ports[endpoint["port"]]["targetPort"])
+        assert number == cfg.server.port, "the scraped port is the one the gateway listens on"
+        assert endpoint.get("path", "/metrics") == "/metrics"
+        assert endpoint.get("scheme", "http") == "http"
+        # As the compose Prometheus scrapes: Grafana's data source and the dashboard assume it.
+        assert endpoint["interval"] == prometheus_config["global"]["scrape_interval"]
+        # metrics.token set: the scrape must send it, from the same Secret key the pods read it
+        # from; unset: /metrics is open and the scrape sends none.
+        assert endpoint_token(endpoint) == cfg.metrics.token
 
 
 # ---- compose: the whole stack from one `docker compose up` ---------------------------------------
@@ -232,10 +550,13 @@ def test_the_replicas_config_reaches_the_compose_redis_and_qdrant(monkeypatch):
         cfg = config_as_the_replica_sees_it(svc, monkeypatch)
         assert cfg.server.host == "0.0.0.0", f"{name}: listen beyond the container's loopback"
         assert cfg.admin.watch, f"{name}: the config file is mounted to be watched"
-        assert cfg.cache.exact.backend == "redis"
-        redis = urlsplit(cfg.cache.exact.redis_url)
-        assert redis.scheme == "redis" and redis.port == 6379
-        service_named(compose, redis.hostname, "redis")
+        # Limits (state) and the exact cache both in the compose Redis: the replicas count a key's
+        # requests, tokens and spend in one place.
+        assert cfg.cache.exact.backend == "redis" and cfg.state.backend == "redis"
+        for url in (cfg.cache.exact.redis_url, cfg.state.redis_url):
+            redis = urlsplit(url)
+            assert redis.scheme == "redis" and redis.port == 6379
+            service_named(compose, redis.hostname, "redis")
         assert cfg.cache.semantic.enabled
         qdrant = urlsplit(cfg.cache.semantic.qdrant.url)
         assert qdrant.port == 6333
@@ -269,10 +590,14 @@ def test_prometheus_scrapes_every_replica_and_loads_the_alert_rules(monkeypatch)
     prometheus = compose["services"]["prometheus"]
     flags = dict(arg.removeprefix("--").split("=", 1) for arg in prometheus["command"] if "=" in arg)
     config_path, _, read_only = on_host(prometheus, flags["config.file"])
-    assert config_path == DEPLOY / "prometheus/prometheus.yml" and read_only
+    assert config_path == PROMETHEUS_CONFIG and read_only
     config = yaml.safe_load(config_path.read_text())
     job = next(j for j in config["scrape_configs"] if j["job_name"] == "gateway")
     assert job.get("metrics_path", "/metrics") == "/metrics"
+    # metrics.token set in the replicas' config: the scrape must send one; unset: none is needed.
+    for name, svc in gateway_services(compose).items():
+        token = config_as_the_replica_sees_it(svc, monkeypatch).metrics.token
+        assert (token is not None) == ("authorization" in job), f"{name}: metrics.token is {token!r}"
     targets = {t for group in job["static_configs"] for t in group["targets"]}
     assert targets == replica_targets(compose, monkeypatch)
     # rule_files are relative to the config file, in the container.
@@ -293,7 +618,7 @@ def grafana_files(grafana: dict[str, Any], kind: str) -> list[dict[str, Any]]:
 def test_grafana_provisions_the_prometheus_data_source_and_the_dashboard():
     compose = load_compose()
     grafana = compose["services"]["grafana"]
-    prometheus_config = yaml.safe_load((DEPLOY / "prometheus/prometheus.yml").read_text())
+    prometheus_config = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
 
     sources = [s for f in grafana_files(grafana, "datasources") for s in f["datasources"]]
     assert len(sources) == 1
