@@ -95,8 +95,10 @@ class Pipeline:
         # A stream is always asked for its usage chunk, to count it; the client sees it only if it asked.
         upstream = UpstreamRequest(payload, self.path, stream, upstream_headers, record,
                                    ask_usage=stream and not include_usage)
+        if record.admission is not None and record.admission.key.budget is not None:
+            record.cache_spend = []   # the semantic layer's calls are charged to the key's budget too
         found = await runtime.cache.consult(route.name, route.target_models, route.cache, payload, headers,
-                                            record.tenant)
+                                            record.tenant, record.cache_spend)
         if isinstance(found, Bypass):
             record.cache_bypass = found.reason
             return await self._upstream(route, upstream, include_usage, finish, None)
@@ -245,7 +247,11 @@ def _finisher(request: Request, record: RequestRecord, runtime: Runtime) -> Call
             usage = record.usage if isinstance(record.usage, dict) and record.cache[:3] != "hit" else {}
             prompt, completion, _ = token_counts(usage)
             used = prompt + completion
-            runtime.quota.settle(record.admission, used, record.cost_usd + record.escalation_cost_usd)
+            spent = record.cost_usd + record.escalation_cost_usd
+            for model, model_usage in record.cache_spend or ():
+                priced = runtime.config.models.get(model)
+                spent += cost_usd(priced, model_usage) if priced is not None else 0.0
+            runtime.quota.settle(record.admission, used, spent)
         observer.finish(record, runtime)
 
     return finish

@@ -55,6 +55,9 @@ class RequestRecord:
     answer: dict[str, Any] | None = None  # the completion answered; logged only with log.content
     path: str | None = None             # endpoint "unknown": the method and path asked for
     admission: Any = None               # what the key's limits lent this request (quota.Admission), settled at the end
+    # (model, usage) of the semantic layer's own calls for this request (embeddings, judge
+    # verdicts), hit or miss: charged to the key's budget.
+    cache_spend: list[tuple[str, dict[str, Any]]] | None = None
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started

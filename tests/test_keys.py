@@ -282,3 +282,21 @@ def test_serve_with_workers_warns_that_memory_limits_are_per_worker(tmp_path, up
 
     assert per_worker_warnings(GatewayConfig.model_validate(cfg), 2) == []
     assert per_worker_warnings(GatewayConfig.model_validate(rpm_config(upstream, 10)), 1) == []
+
+
+def test_the_semantic_layers_own_calls_are_charged_to_the_budget(start_gateway, upstream):
+    cfg = limited_config(upstream, budget={"usd": 10, "period": "day"})
+    cfg["models"]["text-embedding-3-small"]["input_per_1m"] = 1000.0   # the question's 6 words: $0.006
+    cfg["cache"] = {"semantic": {"enabled": True, "embedder": {"kind": "openai", "model": "text-embedding-3-small"}}}
+    cfg["routes"]["support"]["cache"] = {"semantic": True}
+    gw = start_gateway(cfg)
+    ops = gw.client(api_key="sk-ops-everything")
+    answer = ops.chat.completions.with_raw_response.create(model="support", messages=MESSAGES, temperature=0)
+    assert answer.headers["x-gateway-cache"] == "miss"
+    embedding = 6 * 1000.0 / 1e6
+    report = settled(gw.url, lambda r: r["budget"]["spent_usd"] > 0)
+    assert report["budget"]["spent_usd"] == pytest.approx(COST + embedding, abs=1e-9)
+    again = ops.chat.completions.with_raw_response.create(model="support", messages=MESSAGES, temperature=0)
+    assert again.headers["x-gateway-cache"] == "hit-exact"               # nothing called: nothing charged
+    time.sleep(0.2)
+    assert key_report(gw.url)["budget"]["spent_usd"] == pytest.approx(COST + embedding, abs=1e-9)

@@ -146,9 +146,10 @@ class Cache:
     # ---- the question the pipeline asks ------------------------------------------------------
 
     async def consult(self, route: str, targets: list[str], rules: RouteCacheConfig, payload: dict[str, Any],
-                      headers: Mapping[str, str], tenant: str) -> "Hit | Lead | Bypass":
+                      headers: Mapping[str, str], tenant: str,
+                      spent: list[tuple[str, dict[str, Any]]] | None = None) -> "Hit | Lead | Bypass":
         """For a chat request: the exact layer, then the semantic one (when the route allows),
-        then the flight on the exact key."""
+        then the flight on the exact key. `spent` gets the semantic layer's own calls (model, usage)."""
         plan = self.plan(route, targets, rules, payload, headers, tenant)
         if isinstance(plan, Bypass):
             return plan
@@ -159,7 +160,7 @@ class Cache:
             if entry is not None:
                 return Hit(entry, "hit-exact", plan.key, layers)
             if plan.partition is not None:
-                found = await self._lookup_semantic(plan)
+                found = await self._lookup_semantic(plan, spent)
                 layers["semantic"] = "hit" if found else "miss"
                 if found is not None:
                     entry, hit = found
@@ -231,11 +232,12 @@ class Cache:
         found = await self.store.get(key)
         return None if found is None else self.store.unpack(found)
 
-    async def _lookup_semantic(self, plan: CachePlan) -> tuple[Entry, Any] | None:
+    async def _lookup_semantic(self, plan: CachePlan,
+                               spent: list[tuple[str, dict[str, Any]]] | None) -> tuple[Entry, Any] | None:
         """The entry a semantic hit serves, with the hit (similarity, judge calls), or None."""
         if self.semantic is None or plan.partition is None or plan.text is None:
             return None
-        hit = await self.semantic.lookup(plan.partition, plan.text)
+        hit = await self.semantic.lookup(plan.partition, plan.text, spent)
         entry = Entry.from_dict(hit.answer) if hit is not None else None
         return (entry, hit) if entry is not None else None
 

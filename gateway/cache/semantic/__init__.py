@@ -140,7 +140,7 @@ class SemanticCache:
 
     # ---- the two backends, each with its timeout and cooldown --------------------------------
 
-    async def _embed(self, text: str) -> list[float] | None:
+    async def _embed(self, text: str, spent: list[tuple[str, dict[str, Any]]] | None = None) -> list[float] | None:
         vector = self._vectors.get(text)
         if vector is not None:
             return vector
@@ -148,7 +148,7 @@ class SemanticCache:
             self.stats["skipped"] += 1
             return None
         try:
-            vector = (await asyncio.wait_for(self.embedder.embed([text]), self.timeout_s))[0]
+            vector = (await asyncio.wait_for(self.embedder.embed([text], spent), self.timeout_s))[0]
         except UnreadableText:
             self.stats["unreadable"] += 1  # the embedder is fine; this text is just not for it
             return None
@@ -201,10 +201,12 @@ class SemanticCache:
 
     # ---- the interface ----------------------------------------------------------------------
 
-    async def lookup(self, partition: str, text: str) -> SemanticHit | None:
-        """The stored answer to a question that needs the same answer as `text`, or None."""
+    async def lookup(self, partition: str, text: str,
+                     spent: list[tuple[str, dict[str, Any]]] | None = None) -> SemanticHit | None:
+        """The stored answer to a question that needs the same answer as `text`, or None.
+        `spent` gets the (model, usage) of the calls it made (embedding, judge), hit or miss."""
         try:
-            hit = await self._lookup(partition, text)
+            hit = await self._lookup(partition, text, spent if spent is not None else [])
         except Exception as exc:  # a bug here must cost a miss, never the request
             log.exception("semantic cache: lookup failed: %s", exc)
             self.stats["errors"] += 1
@@ -212,7 +214,7 @@ class SemanticCache:
         self.stats["hits" if hit is not None else "misses"] += 1
         return hit
 
-    async def _lookup(self, partition: str, text: str) -> SemanticHit | None:
+    async def _lookup(self, partition: str, text: str, spent: list[tuple[str, dict[str, Any]]]) -> SemanticHit | None:
         if not text.strip():
             return None
         if len(text) > self.config.max_text_chars:
@@ -221,13 +223,13 @@ class SemanticCache:
         if not self._ready():
             self.stats["skipped"] += 1
             return None
-        vector = await self._embed(text)
+        vector = await self._embed(text, spent)
         if vector is None:
             return None
         candidates = await self._search(partition, vector)
         if not candidates:
             return None
-        spent: list[tuple[str, dict[str, Any]]] = []
+        judged: list[tuple[str, dict[str, Any]]] = []
         for candidate in sorted(candidates, key=lambda c: c.score, reverse=True):
             if candidate.text != text:
                 # The search and each veto run on the event loop (the in-process store holds the
@@ -237,10 +239,12 @@ class SemanticCache:
                 if rule_veto(candidate.text, text) is not None:
                     self.stats["vetoes"] += 1
                     continue
-                if self.judge is not None and not await self._judged_same(candidate.text, text, spent):
+                if self.judge is not None and not await self._judged_same(candidate.text, text, judged):
                     self.stats["judge_rejects"] += 1
                     continue
-            return SemanticHit(candidate.answer, candidate.score, candidate.text, spent)
+            spent.extend(judged)
+            return SemanticHit(candidate.answer, candidate.score, candidate.text, judged)
+        spent.extend(judged)
         return None
 
     async def store(self, partition: str, text: str, answer: dict[str, Any], ttl_s: float) -> None:

@@ -41,8 +41,9 @@ class Embedder(Protocol):
     async def start(self) -> int:
         """Get ready (load the model, probe the server) and return the vector dimension."""
 
-    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
-        """One vector per text, in order."""
+    async def embed(self, texts: Sequence[str], spent: list[tuple[str, dict[str, Any]]] | None = None
+                    ) -> list[list[float]]:
+        """One vector per text, in order; a priced model's (name, usage) appended to `spent`."""
 
     async def close(self) -> None: ...
 
@@ -81,7 +82,8 @@ class OpenAIEmbedder:
         self.dim = len((await self.embed(["dimension probe"]))[0])
         return self.dim
 
-    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+    async def embed(self, texts: Sequence[str], spent: list[tuple[str, dict[str, Any]]] | None = None
+                    ) -> list[list[float]]:
         try:
             payload = await call_for_gateway(self.target, "/embeddings", {"input": list(texts)})
         except CallFailed as exc:
@@ -95,6 +97,8 @@ class OpenAIEmbedder:
         usage = payload.get("usage")
         if isinstance(usage, dict) and isinstance(usage.get("prompt_tokens"), int):
             self.usage["prompt_tokens"] += usage["prompt_tokens"]
+            if spent is not None:
+                spent.append((self.target.model, {"prompt_tokens": usage["prompt_tokens"]}))
         return check_vectors(vectors, len(texts), self.dim)
 
     async def close(self) -> None:
@@ -275,7 +279,8 @@ class LocalEmbedder:
         shares = await asyncio.get_running_loop().run_in_executor(self._executor, self._unknown_shares, list(texts))
         return [share <= self.max_unknown_share for share in shares]
 
-    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+    async def embed(self, texts: Sequence[str], spent: list[tuple[str, dict[str, Any]]] | None = None
+                    ) -> list[list[float]]:
         if self.dim is None or self._executor is None:
             raise EmbedderError("the local embedder is not started")
         loop = asyncio.get_running_loop()
