@@ -19,7 +19,8 @@ from starlette.routing import Route as HTTPRoute
 from .auth import require_admin
 from .config import LoadedConfig, default_config_path, load_config
 from .errors import GatewayError, error_body, model_not_found
-from .metrics import metrics_endpoint
+from . import workers
+from .metrics import Snapshot, merge, metrics_endpoint
 from .observe import Observer
 from .proxy import Pipeline
 from .record import RequestRecord
@@ -184,6 +185,7 @@ def create_app(loaded: LoadedConfig) -> CountInFlight:
         app.state.runtime = await Runtime.start(loaded)
         app.state.reloader = Reloader(app.state, loaded.path)   # file watch, SIGHUP, /admin/reload
         app.state.reloader.start()
+        peers = await _join_workers(app)
         # What startup made (config, pools, an embedding model's many objects) lives as long as the
         # process: take it out of the collector's view. Full collections over a heap with torch in
         # it took 30-110 ms and set the tail latency; frozen, none takes over 20 ms.
@@ -193,6 +195,8 @@ def create_app(loaded: LoadedConfig) -> CountInFlight:
             yield
         finally:
             await app.state.reloader.close()
+            if peers is not None:  # every request has had its answer: the final counts stay in the run's totals
+                await peers.retire(await peers.snapshot())
             await app.state.runtime.close()
             app.state.observer.close()
 
@@ -216,6 +220,26 @@ def create_app(loaded: LoadedConfig) -> CountInFlight:
     )
     # CountInFlight: a runtime replaced by a reload is closed only after its last request.
     return CountInFlight(Front(app, {"/v1/chat/completions": chat.handle, "/v1/embeddings": embeddings.handle}))
+
+
+async def _join_workers(app: Starlette) -> workers.Workers | None:
+    """Under `gateway serve --workers N` (N > 1): listen for the other workers' scrapes, and ask
+    them at ours (gateway/workers.py). Otherwise nothing: no socket, no GATEWAY_WORKERS_DIR."""
+    directory = os.environ.get(workers.ENV)
+    if not directory:
+        return None
+    observer = app.state.observer
+
+    async def snapshot() -> Snapshot:
+        runtime = app.state.runtime
+        observer.count_semantic_spend(runtime)  # as Observer.exposition does before a scrape
+        await observer.metrics.read_entries(runtime, workers.ASK_TIMEOUT_S / 2)  # inside the asker's timeout
+        return observer.metrics.snapshot(runtime)
+
+    peers = workers.Workers(directory, snapshot, merge)
+    await peers.start()
+    observer.metrics.peers = peers
+    return peers
 
 
 def app_from_env() -> CountInFlight:

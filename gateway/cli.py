@@ -30,16 +30,21 @@ def per_worker_warnings(config: GatewayConfig, workers: int) -> list[str]:
     """What `--workers N` divides: limits counted in each worker's own memory."""
     if workers <= 1 or config.state.backend != "memory":
         return []
+    warnings = [f"with {workers} workers and state.backend: memory, each worker allows each provider its own "
+                f"max_concurrency (up to {workers} times as many calls in flight); set state.backend: redis to "
+                "count them once"]
     limited = [k.name for k in config.auth.keys if k.rpm or k.tpm or k.budget]
-    if not limited:
-        return []
-    return [f"with {workers} workers and state.backend: memory, each worker counts the keys' rpm, tpm and "
-            f"budget on its own (keys {', '.join(limited)}): a key may get up to {workers} times its limits; "
-            "set state.backend: redis to share them"]
+    if limited:
+        warnings.append(f"with {workers} workers and state.backend: memory, each worker counts the keys' rpm, tpm "
+                        f"and budget on its own (keys {', '.join(limited)}): a key may get up to {workers} times "
+                        "its limits; set state.backend: redis to share them")
+    return warnings
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
+
+    from .workers import ENV as WORKERS_DIR, make_run_dir, remove_run_dir
 
     loaded = _load_or_exit(args.config)
     server = loaded.config.server
@@ -49,18 +54,29 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # Workers import the app by name and read the config path from the environment.
     os.environ["GATEWAY_CONFIG"] = os.path.abspath(args.config)
     os.environ["GATEWAY_SERVE"] = "1"  # the app may take SIGHUP (reload): it owns the process
-    uvicorn.run(
-        "gateway.app:app_from_env",
-        factory=True,
-        host=args.host or server.host,
-        port=args.port if args.port is not None else server.port,
-        workers=workers,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,  # the gateway writes its own log line per request
-        log_level=args.log_level,
-        timeout_graceful_shutdown=30,
-    )
+    # Several workers: a directory of this run's own, where each worker listens for the others'
+    # scrapes so that /metrics from any of them is the sum of all (gateway/workers.py).
+    run_dir = make_run_dir() if workers > 1 else None
+    if run_dir is None:
+        os.environ.pop(WORKERS_DIR, None)
+    else:
+        os.environ[WORKERS_DIR] = run_dir
+    try:
+        uvicorn.run(
+            "gateway.app:app_from_env",
+            factory=True,
+            host=args.host or server.host,
+            port=args.port if args.port is not None else server.port,
+            workers=workers,
+            loop="uvloop",
+            http="httptools",
+            access_log=False,  # the gateway writes its own log line per request
+            log_level=args.log_level,
+            timeout_graceful_shutdown=30,
+        )
+    finally:
+        if run_dir is not None:
+            remove_run_dir(run_dir)
     return 0
 
 

@@ -9,15 +9,21 @@ only on the separate `gateway_key_*` family, and only when `metrics.per_key_labe
 Per request the observer only adds to plain dicts keyed by label tuples (no lock, no label
 validation: `finish` and the scrape both run on the event loop); prometheus-client's metric
 families turn them into the exposition when Prometheus asks.
+
+A scrape renders a `Snapshot`: this process's figures, or under `gateway serve --workers N` the
+merge of every worker's (gateway/workers.py carries them between workers at scrape time), so the
+per-request path is the same either way.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from bisect import bisect_left
 from collections import deque
-from typing import Any, Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator, Protocol
 
 from ddsketch import DDSketch
 from prometheus_client import CollectorRegistry, ProcessCollector
@@ -31,6 +37,7 @@ from .auth import bearer_token, presents
 from .errors import GatewayError
 from .runtime import Runtime
 
+log = logging.getLogger("gateway.metrics")
 
 # Whole requests: 1 ms to 120 s (a long stream), roughly 1-2.5-5 per decade.
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0,
@@ -69,8 +76,8 @@ class SlidingQuantiles:
                 self._slots.popleft()
         self._sketch.add(value)  # type: ignore[union-attr]
 
-    def quantiles(self, now: float) -> list[float] | None:
-        """None when nothing happened within the window."""
+    def sketch(self, now: float) -> DDSketch | None:
+        """The live slots merged into a new sketch; None when nothing happened within the window."""
         oldest = int(now / self.slot_s) - WINDOW_SLOTS + 1
         while self._slots and self._slots[0][0] < oldest:
             self._slots.popleft()
@@ -79,7 +86,7 @@ class SlidingQuantiles:
         merged = DDSketch(SKETCH_ACCURACY)
         for _, sketch in self._slots:
             merged.merge(sketch)
-        return [merged.get_quantile_value(q) for q in QUANTILES]
+        return merged
 
 
 class CounterVec:
@@ -91,9 +98,9 @@ class CounterVec:
         self.name, self.doc, self.labels = name, doc, labels
         self.values: dict[tuple[str, ...], float] = {}
 
-    def family(self) -> Metric:
+    def family(self, values: dict[tuple[str, ...], float] | None = None) -> Metric:
         family = CounterMetricFamily(self.name, self.doc, labels=self.labels)
-        for key, value in self.values.items():
+        for key, value in (self.values if values is None else values).items():
             family.add_metric(key, value)
         return family
 
@@ -115,9 +122,9 @@ class HistogramVec:
         counts[bisect_left(self.bounds, value)] += 1  # the first bucket whose bound is >= value
         counts[-1] += value
 
-    def family(self) -> Metric:
+    def family(self, values: dict[tuple[str, ...], list[float]] | None = None) -> Metric:
         family = HistogramMetricFamily(self.name, self.doc, labels=self.labels)
-        for key, counts in self.values.items():
+        for key, counts in (self.values if values is None else values).items():
             total = 0
             buckets = []
             for le, count in zip(self._le, counts):
@@ -125,6 +132,103 @@ class HistogramVec:
                 buckets.append((le, total))
             family.add_metric(key, buckets, counts[-1])
         return family
+
+
+# ---- snapshots: what a scrape renders, and what crosses between workers ----------------------
+
+# Counted once per model in each worker: the run counts it once too.
+MAX_MERGED = frozenset({"gateway_unpriced_models_total"})
+CPU = "process_cpu_seconds"
+# How the workers' process_* figures add up, and what they then mean (README "Metrics").
+PROCESS_MERGED: dict[str, tuple[Callable[[Iterable[float]], float], str]] = {
+    "process_virtual_memory_bytes": (sum, "Virtual memory size in bytes, summed over the workers."),
+    "process_resident_memory_bytes": (sum, "Resident memory size in bytes, summed over the workers."),
+    "process_start_time_seconds": (min, "Start time of the oldest worker since unix epoch in seconds."),
+    CPU: (sum, "Total user and system CPU time spent in seconds, summed over the workers (stopped ones "
+               "included)."),
+    "process_open_fds": (max, "Open file descriptors of the worker that holds the most."),
+    "process_max_fds": (min, "Maximum number of open file descriptors of one worker."),
+}
+
+
+@dataclass
+class Snapshot:
+    """One process's figures at one moment, or the sum of several processes' (`merge`). Plain values
+    and DDSketches, so that it pickles: under --workers it is what a worker sends the one answering
+    a scrape (gateway/workers.py)."""
+
+    values: dict[str, dict[tuple[str, ...], Any]]  # family -> label values -> a count, or bucket counts then sum
+    in_flight: dict[str, float] = field(default_factory=dict)    # provider -> calls holding a slot
+    queue_depth: dict[str, float] = field(default_factory=dict)  # provider -> calls waiting for one
+    healthy: dict[str, bool] = field(default_factory=dict)       # target -> its circuit is closed
+    entries: dict[str, tuple[int, bool]] = field(default_factory=dict)  # layer -> (entries, shared backend)
+    windows: dict[str, DDSketch] = field(default_factory=dict)   # route -> the quantile window's sketch
+    process: dict[str, float] = field(default_factory=dict)      # process_* family -> value
+    workers: int = 1        # live processes whose figures these are
+    unanswered: int = 0     # workers missing from a scrape, as counted by the workers that answered
+
+    def counts_only(self) -> "Snapshot":
+        """What a worker leaves behind when it stops: its counters and histograms (and CPU time),
+        which the run's totals keep; its gauges stop with it."""
+        process = {CPU: self.process[CPU]} if CPU in self.process else {}
+        return Snapshot(self.values, process=process, workers=0, unanswered=self.unanswered)
+
+
+def merge(snapshots: Iterable[Snapshot]) -> Snapshot:
+    """The figures of several processes as one: counts, histograms, in-flight and queue summed;
+    a target healthy only while it is healthy in every process; quantile sketches merged (merging
+    DDSketches loses nothing: the result is the sketch of all the requests, within the same 1%);
+    cache entries summed per process, or one figure for a backend every process shares (Redis, a
+    Qdrant server)."""
+    out = Snapshot({}, workers=0)
+    process: dict[str, list[float]] = {}
+    for s in snapshots:
+        for name, values in s.values.items():
+            into = out.values.setdefault(name, {})
+            highest = name in MAX_MERGED
+            for key, value in values.items():
+                have = into.get(key)
+                if have is None:
+                    into[key] = list(value) if isinstance(value, list) else value
+                elif isinstance(value, list):
+                    for i, v in enumerate(value):
+                        have[i] += v
+                else:
+                    into[key] = max(have, value) if highest else have + value
+        for mine, theirs in ((out.in_flight, s.in_flight), (out.queue_depth, s.queue_depth)):
+            for name, value in theirs.items():
+                mine[name] = mine.get(name, 0) + value
+        for target, ok in s.healthy.items():
+            out.healthy[target] = out.healthy.get(target, True) and ok
+        for layer, (count, shared) in s.entries.items():
+            have = out.entries.get(layer)
+            if have is not None:
+                count = max(have[0], count) if shared else have[0] + count
+            out.entries[layer] = (count, shared)
+        for route, sketch in s.windows.items():
+            merged = out.windows.get(route)
+            if merged is None:
+                merged = out.windows[route] = DDSketch(SKETCH_ACCURACY)
+            merged.merge(sketch)
+        for name, value in s.process.items():
+            process.setdefault(name, []).append(value)
+        out.workers += s.workers
+        out.unanswered += s.unanswered
+    out.process = {name: PROCESS_MERGED[name][0](values) for name, values in process.items() if name in PROCESS_MERGED}
+    return out
+
+
+class Peers(Protocol):
+    """The other workers of a `gateway serve --workers N` run (gateway/workers.py)."""
+
+    pid: int
+
+    async def gather(self) -> tuple[list[Snapshot], int]:
+        """The other workers' snapshots (live, or their last counts when they did not answer in
+        time), the stopped workers' counts, and how many live workers did not answer."""
+
+    def keep(self, snapshot: Snapshot) -> bytes:
+        """Keep this worker's snapshot as its last counts (what stands in for it if it dies)."""
 
 
 class Metrics:
@@ -187,12 +291,18 @@ class Metrics:
         self.quantile_window_s = quantile_window_s
         self.windows: dict[str, SlidingQuantiles] = {}
         self.cache_entries: dict[str, int | None] = {}
-        self.registry = CollectorRegistry()
-        self.registry.register(Collector(self, live))
+        # Under `gateway serve --workers N` (N > 1): the other workers, asked at each scrape. None
+        # otherwise, and then a scrape is this process's figures alone.
+        self.peers: Peers | None = None
+        self.unanswered = 0
         # process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds,
         # process_start_time_seconds...: what every Prometheus client exports (read from /proc, at
-        # scrape time; absent where there is no /proc). Under --workers, the worker that answered.
-        ProcessCollector(registry=self.registry)
+        # scrape time; absent where there is no /proc). Rendered by the collector, after the
+        # gateway's own, so that under --workers they can be the workers' sum.
+        self.process = ProcessCollector(registry=None)
+        self.collector = Collector(self, live)
+        self.registry = CollectorRegistry()
+        self.registry.register(self.collector)
 
     def window(self, route: str) -> SlidingQuantiles:
         w = self.windows.get(route)
@@ -205,22 +315,45 @@ class Metrics:
             self.quantile_window_s = window_s
             self.windows = {}
 
-    async def exposition(self, runtime: Runtime, accept: str | None) -> tuple[bytes, str]:
+    async def read_entries(self, runtime: Runtime, timeout_s: float = 1.0) -> None:
         try:  # Redis or Qdrant being slow must not stall the scrape
-            async with asyncio.timeout(1.0):
+            async with asyncio.timeout(timeout_s):
                 self.cache_entries = await runtime.cache.entries()
         except Exception:
             self.cache_entries = {}
+
+    def snapshot(self, runtime: Runtime | None) -> Snapshot:
+        """This process's figures now (the cache entries as `read_entries` last read them). The
+        dicts are the live ones, not copies: render or pickle it before the next await."""
+        return self.collector.snapshot(runtime)
+
+    async def exposition(self, runtime: Runtime, accept: str | None) -> tuple[bytes, str]:
+        if self.peers is None:
+            await self.read_entries(runtime)
+            snapshot = self.snapshot(runtime)
+        else:  # the other workers are asked while this one reads its cache backends: 1 s at most
+            _, (theirs, unanswered) = await asyncio.gather(self.read_entries(runtime), self.peers.gather())
+            self.unanswered += unanswered
+            mine = self.snapshot(runtime)
+            self.peers.keep(mine)  # what this scrape exports of this worker, should it die next
+            try:
+                snapshot = merge([mine, *theirs])
+            except Exception:  # e.g. a worker still on the code before a rolling restart
+                log.exception("could not add up the workers' figures; this scrape has this worker's only")
+                snapshot = mine
+        self.collector.prepared = snapshot
         encoder, content_type = choose_encoder(accept or "")
         return encoder(self.registry), content_type
 
 
 class Collector:
-    """Renders the counted families, and gauges read from live state when Prometheus scrapes."""
+    """Renders a snapshot of the counted families and of the gauges read from live state when
+    Prometheus scrapes: this process's, or under --workers every worker's merged."""
 
     def __init__(self, metrics: Metrics, live: Callable[[], Runtime | None]):
         self.metrics = metrics
         self.live = live
+        self.prepared: Snapshot | None = None  # what `Metrics.exposition` gathered for this scrape
         # Backend error counters restart with a new backend (a reload that changes the cache
         # config); keep what the previous ones counted so the exported counter never goes down.
         self._error_base = {layer: 0 for layer in CACHE_LAYERS}
@@ -230,35 +363,76 @@ class Collector:
         """The families (the registry checks their names against other collectors')."""
         return [f.family() for f in self.metrics.families] + list(self._gauges())
 
-    def collect(self) -> Iterator[Metric]:
+    def snapshot(self, runtime: Runtime | None) -> Snapshot:
         m = self.metrics
-        runtime = self.live()
-        in_flight, queue_depth, healthy, entries, quantiles = self._gauges()
-        # The cache's "error" results are the backends' own counters, added at scrape time.
-        cache_requests = CounterVec(m.cache_requests.name, m.cache_requests.doc, m.cache_requests.labels)
-        cache_requests.values = dict(m.cache_requests.values)
+        values: dict[str, dict[tuple[str, ...], Any]] = {f.name: f.values for f in m.families}
+        snapshot = Snapshot(values)
         if runtime is not None:
+            # The cache's "error" results are the backends' own counters, added at scrape time.
             cache = runtime.cache
-            cache_requests.values[("exact", "error")] += self._errors("exact", cache.store, cache.store.errors)
+            cache_requests = values[m.cache_requests.name] = dict(m.cache_requests.values)
+            cache_requests[("exact", "error")] += self._errors("exact", cache.store, cache.store.errors)
             semantic = cache.semantic
             errors = semantic.stats["errors"] if semantic is not None else 0
-            cache_requests.values[("semantic", "error")] += self._errors("semantic", semantic, errors)
+            cache_requests[("semantic", "error")] += self._errors("semantic", semantic, errors)
             for name, provider in runtime.providers.items():
-                in_flight.add_metric([name], provider.limiter.in_flight)
-                queue_depth.add_metric([name], provider.limiter.queued)
-            for target, ok in runtime.health.snapshot().items():
-                healthy.add_metric([target], 1.0 if ok else 0.0)
-        families = [(cache_requests if f is m.cache_requests else f).family() for f in m.families]
-        for layer, value in m.cache_entries.items():
-            if value is not None and value >= 0:
-                entries.add_metric([layer], value)
-        now = time.perf_counter()  # the clock the observer adds with
+                snapshot.in_flight[name] = provider.limiter.in_flight
+                snapshot.queue_depth[name] = provider.limiter.queued
+            snapshot.healthy = runtime.health.snapshot()
+            settings = runtime.config.cache
+            shared = {"exact": settings.exact.backend == "redis", "semantic": bool(settings.semantic.qdrant.url)}
+            for layer, value in m.cache_entries.items():
+                if value is not None and value >= 0:
+                    snapshot.entries[layer] = (value, shared.get(layer, False))
+        now = time.perf_counter()  # the clock the observer adds with (CLOCK_MONOTONIC: one for all workers)
         for route, window in list(m.windows.items()):
-            values = window.quantiles(now)
-            if values is not None:
-                for q, value in zip(QUANTILES, values):
-                    quantiles.add_metric([str(q), route], value)
-        return iter([*families, in_flight, queue_depth, healthy, entries, quantiles])
+            sketch = window.sketch(now)
+            if sketch is not None:
+                snapshot.windows[route] = sketch
+        for family in m.process.collect():
+            if family.samples:
+                snapshot.process[family.name] = family.samples[0].value
+        snapshot.unanswered = m.unanswered
+        return snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        m = self.metrics
+        snapshot, self.prepared = self.prepared, None
+        if snapshot is None:  # a collect that did not come through `Metrics.exposition`
+            snapshot = self.snapshot(self.live())
+        families = [f.family(snapshot.values.get(f.name, {})) for f in m.families]
+        in_flight, queue_depth, healthy, entries, quantiles = self._gauges()
+        for name, value in snapshot.in_flight.items():
+            in_flight.add_metric([name], value)
+        for name, value in snapshot.queue_depth.items():
+            queue_depth.add_metric([name], value)
+        for target, ok in snapshot.healthy.items():
+            healthy.add_metric([target], 1.0 if ok else 0.0)
+        for layer, (value, _) in snapshot.entries.items():
+            entries.add_metric([layer], value)
+        for route, sketch in snapshot.windows.items():
+            for q in QUANTILES:
+                quantiles.add_metric([str(q), route], sketch.get_quantile_value(q))
+        families += [in_flight, queue_depth, healthy, entries, quantiles]
+        if m.peers is None:
+            families += m.process.collect()
+        else:
+            families += self._workers(snapshot)
+        return iter(families)
+
+    @staticmethod
+    def _workers(snapshot: Snapshot) -> list[Metric]:
+        workers = GaugeMetricFamily("gateway_workers", "Workers that answered this scrape (the one it reached "
+                                    "included).", value=snapshot.workers)
+        unanswered = CounterMetricFamily("gateway_workers_unanswered_total", "Times a worker did not answer a "
+                                         "scrape within 1 s (its counts as of its last scrape stood in).",
+                                         value=snapshot.unanswered)
+        process = []
+        for name, (_, doc) in PROCESS_MERGED.items():
+            if name in snapshot.process:
+                kind = CounterMetricFamily if name == CPU else GaugeMetricFamily
+                process.append(kind(name, doc, value=snapshot.process[name]))
+        return [workers, unanswered, *process]
 
     def _errors(self, layer: str, backend: Any, count: int) -> int:
         if backend is None:
@@ -285,8 +459,6 @@ class Collector:
         )
 
 
-
-
 async def metrics_endpoint(request: Request) -> Response:
     """GET /metrics: the Prometheus exposition; a bearer token is required when metrics.token is set."""
     runtime: Runtime = request.app.state.runtime
@@ -297,5 +469,10 @@ async def metrics_endpoint(request: Request) -> Response:
             raise GatewayError(401, "A valid bearer token is required for /metrics." if bearer_token(given) else
                                "Missing bearer token in the Authorization header.",
                                "invalid_request_error", "invalid_api_key")
-    body, content_type = await request.app.state.observer.exposition(runtime, request.headers.get("accept"))
-    return Response(body, headers={"content-type": content_type})
+    observer = request.app.state.observer
+    body, content_type = await observer.exposition(runtime, request.headers.get("accept"))
+    headers = {"content-type": content_type}
+    peers = observer.metrics.peers
+    if peers is not None:  # under --workers: which worker gathered the figures
+        headers["x-gateway-worker"] = str(peers.pid)
+    return Response(body, headers=headers)

@@ -208,10 +208,10 @@ class Observer:
     # ---- scrape time and config -------------------------------------------------------------
 
     async def exposition(self, runtime: Runtime, accept: str | None) -> tuple[bytes, str]:
-        self._count_semantic_spend(runtime)
+        self.count_semantic_spend(runtime)
         return await self.metrics.exposition(runtime, accept)
 
-    def _count_semantic_spend(self, runtime: Runtime) -> None:
+    def count_semantic_spend(self, runtime: Runtime) -> None:
         """The semantic cache's own upstream calls (judge verdicts, embeddings) are spent too."""
         semantic = runtime.cache.semantic
         if semantic is None:

@@ -6,8 +6,9 @@ extra's packages (check-jsonschema, kubernetes-validate); a custom resource (the
 Operator's ServiceMonitor) against its CRD's schema, vendored in tests/data/. Then the parts must
 agree: the load balancer and Prometheus name every gateway replica, Grafana's provisioning finds the
 data source and the dashboard, the config every replica mounts reaches that deployment's own Redis
-(cache and limits) and Qdrant, the autoscaler, the disruption budget and the ServiceMonitor name the
-gateway's Deployment, pods and Service, and the scrape sends the token that the config asks for.
+for the cache, a Redis of the limits' own that neither evicts nor forgets, and Qdrant, the
+autoscaler, the disruption budget and the ServiceMonitor name the gateway's Deployment, pods and
+Service, and the scrape sends the token that the config asks for.
 """
 
 from __future__ import annotations
@@ -101,6 +102,90 @@ def service_named(compose: dict[str, Any], host: str | None, image: str) -> str:
     assert host in compose["services"], f"{host} is not a compose service"
     assert compose["services"][host]["image"].split(":")[0] == image, (host, image)
     return host
+
+
+def named_volume_at(compose: dict[str, Any], service: dict[str, Any], container_path: str) -> str:
+    """The named volume that holds a path the container sees: what outlives the container."""
+    path = PurePosixPath(container_path)
+    found = []
+    for volume in service.get("volumes", ()):
+        # A bind mount is no named volume, and an anonymous one (no source) is a new volume for
+        # every new container: neither counts.
+        if isinstance(volume, dict):
+            if volume.get("type") != "volume":
+                continue
+            source, target = volume.get("source"), PurePosixPath(volume["target"])
+        else:
+            source, *rest = volume.split(":")
+            if not rest or source.startswith((".", "/")):
+                continue
+            target = PurePosixPath(rest[0])
+        if source and (path == target or target in path.parents):
+            found.append((target, source))
+    assert found, f"{container_path} is on no named volume of {service.get('image')}"
+    _, name = max(found, key=lambda m: len(m[0].parts))   # the innermost mount
+    assert name in (compose.get("volumes") or {}), f"the volume {name} is not declared"
+    return name
+
+
+# ---- Redis: what its command line makes of it -----------------------------------------------------
+
+# What redis-server does with a setting its command line leaves out. The official image ships no
+# redis.conf and runs in /data, the directory Redis writes its files to.
+REDIS_DEFAULTS = {"appendonly": "no", "maxmemory": "0", "maxmemory-policy": "noeviction", "dir": "/data"}
+REDIS_UNITS = {"": 1, "k": 10**3, "kb": 2**10, "m": 10**6, "mb": 2**20, "g": 10**9, "gb": 2**30}
+K8S_UNITS = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
+
+
+def redis_settings(command: list[str]) -> dict[str, str]:
+    """redis-server's settings from its command line (`--name value...`), over Redis's defaults."""
+    assert command and command[0] == "redis-server", command
+    given: dict[str, list[str]] = {}
+    for arg in command[1:]:
+        if arg.startswith("--"):
+            given[arg.removeprefix("--")] = []
+        else:
+            assert given, f"{arg}: give every setting as --name value (no config file to read)"
+            given[list(given)[-1]].append(arg)
+    return {**REDIS_DEFAULTS, **{name: " ".join(values) for name, values in given.items()}}
+
+
+def compose_redis_settings(compose: dict[str, Any], host: str | None) -> dict[str, str]:
+    """The settings of the compose service named `host`, a Redis."""
+    command = compose["services"][str(host)]["command"]
+    assert isinstance(command, list), f"{host}: write command: as a list"
+    return redis_settings(command)
+
+
+def redis_bytes(value: str) -> int:
+    """A Redis memory setting in bytes ("1gb" is 2**30, "1g" 10**9, as redis.conf says)."""
+    number = re.fullmatch(r"(\d+)([a-z]*)", value.lower())
+    assert number and number.group(2) in REDIS_UNITS, value
+    return int(number.group(1)) * REDIS_UNITS[number.group(2)]
+
+
+def k8s_bytes(quantity: str) -> int:
+    """A Kubernetes memory quantity in bytes ("1Gi" is 2**30, "1G" 10**9)."""
+    number = re.fullmatch(r"(\d+)([A-Za-z]*)", str(quantity))
+    assert number and number.group(2) in K8S_UNITS, quantity
+    return int(number.group(1)) * K8S_UNITS[number.group(2)]
+
+
+def check_cache_redis(settings: dict[str, str], where: str) -> None:
+    """The cache's Redis may forget (an entry or a lock lost is a miss), but full it must make room:
+    a Redis that refuses writes stops caching."""
+    assert redis_bytes(settings["maxmemory"]) > 0, f"{where}: bound the cache's memory (--maxmemory)"
+    assert settings["maxmemory-policy"] != "noeviction", f"{where}: the cache's Redis must evict when full"
+
+
+def check_state_redis(settings: dict[str, str], where: str) -> None:
+    """The limits' Redis must keep what it is told: a month's budget spend, the providers' slot
+    leases. It never evicts (full, it refuses a write, and state.on_error decides), it logs every
+    write to its append-only file (the caller checks that the file's directory outlives the
+    server), and its memory is bounded, so that Redis refuses before the machine runs out."""
+    assert settings["maxmemory-policy"] == "noeviction", f"{where}: the limits' Redis must never evict"
+    assert settings["appendonly"] == "yes", f"{where}: the limits' Redis must keep an append-only file"
+    assert redis_bytes(settings["maxmemory"]) > 0, f"{where}: bound the limits' memory (--maxmemory)"
 
 
 # ---- the schemas ----------------------------------------------------------------------------------
@@ -303,9 +388,12 @@ def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
     return all(labels.get(k) == v for k, v in selector["matchLabels"].items())
 
 
+WORKLOADS = ("Deployment", "StatefulSet", "DaemonSet")
+
+
 def pod_templates(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The pod template of every workload: what the Services, the budget and the autoscaler reach."""
-    return [o["spec"]["template"] for o in objects if o["kind"] in ("Deployment", "StatefulSet", "DaemonSet")]
+    return [o["spec"]["template"] for o in objects if o["kind"] in WORKLOADS]
 
 
 def gateway_container(pod: dict[str, Any]) -> dict[str, Any]:
@@ -339,16 +427,58 @@ def container_port(pod: dict[str, Any], target: int | str) -> tuple[dict[str, An
     return found[0]
 
 
-def image_behind(objects: list[dict[str, Any]], host: str | None, port: int | None) -> str:
-    """The image that answers host:port inside the cluster (the host a Service's name)."""
+def workload_behind(objects: list[dict[str, Any]], host: str | None,
+                    port: int | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The workload and its container that answer host:port inside the cluster (the host a
+    Service's name)."""
     service = k8s_object(objects, "Service", str(host))
     ports = [p for p in service["spec"]["ports"] if p["port"] == port]
     assert len(ports) == 1, f"Service {host} has no port {port}"
     selector = {"matchLabels": service["spec"]["selector"]}
-    pods = [t for t in pod_templates(objects) if selects(selector, t["metadata"]["labels"])]
-    assert len(pods) == 1, f"Service {host} selects {len(pods)} workloads"
-    container, _ = container_port(pods[0], ports[0].get("targetPort", port))
+    workloads = [o for o in objects if o["kind"] in WORKLOADS
+                 and selects(selector, o["spec"]["template"]["metadata"]["labels"])]
+    assert len(workloads) == 1, f"Service {host} selects {len(workloads)} workloads"
+    container, _ = container_port(workloads[0]["spec"]["template"], ports[0].get("targetPort", port))
+    return workloads[0], container
+
+
+def image_behind(objects: list[dict[str, Any]], host: str | None, port: int | None) -> str:
+    """The image that answers host:port inside the cluster (the host a Service's name)."""
+    _, container = workload_behind(objects, host, port)
     return container["image"].split(":")[0]
+
+
+def k8s_redis(objects: list[dict[str, Any]],
+              url: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
+    """The workload, container and redis-server settings behind a redis:// URL, checked for what
+    every Redis of the deployment needs: its resources, and room in its memory limit above
+    maxmemory (else the kernel's OOM killer, not the Redis's policy, decides what a full one does)."""
+    redis = urlsplit(url)
+    assert redis.scheme == "redis", url
+    workload, container = workload_behind(objects, redis.hostname, redis.port)
+    assert container["image"].split(":")[0] == "redis", url
+    settings = redis_settings([*container.get("command", ()), *container.get("args", ())])
+    where = f"{workload['kind']} {workload['metadata']['name']}"
+    resources = container.get("resources") or {}
+    assert {"cpu", "memory"} <= set(resources.get("requests") or {}), f"{where}: request cpu and memory"
+    assert "memory" in (resources.get("limits") or {}), f"{where}: give a memory limit"
+    assert k8s_bytes(resources["limits"]["memory"]) > redis_bytes(settings["maxmemory"]), \
+        f"{where}: maxmemory must sit below the memory limit"
+    return workload, container, settings
+
+
+def claim_at(workload: dict[str, Any], container: dict[str, Any], container_path: str) -> str:
+    """The volumeClaimTemplate whose volume holds a path the container sees: a StatefulSet's own
+    disk, which outlives the pod (an emptyDir or the container's filesystem goes with it)."""
+    path = PurePosixPath(container_path)
+    mounts = [m for m in container.get("volumeMounts", ())
+              if path == PurePosixPath(m["mountPath"]) or PurePosixPath(m["mountPath"]) in path.parents]
+    assert mounts, f"{container_path} is on no volume of {workload['metadata']['name']}"
+    mount = max(mounts, key=lambda m: len(PurePosixPath(m["mountPath"]).parts))   # the innermost
+    claims = {c["metadata"]["name"] for c in workload["spec"].get("volumeClaimTemplates", ())}
+    assert workload["kind"] == "StatefulSet" and mount["name"] in claims, \
+        f"{container_path} is on {mount['name']}, no volumeClaimTemplate's volume: it goes with the pod"
+    return mount["name"]
 
 
 def secret_placeholder(ref: dict[str, Any]) -> str:
@@ -395,7 +525,8 @@ def scaled(value: int | str, replicas: int) -> int:
 def test_kubernetes_manifests_parse_and_carry_the_replicas_config():
     docs = [d for d in yaml.safe_load_all((K8S / "gateway.yaml").read_text()) if d]
     kinds = sorted(d["kind"] for d in docs)
-    assert kinds == ["ConfigMap", "Deployment", "Deployment", "Service", "Service", "Service", "StatefulSet"]
+    assert kinds == ["ConfigMap", "Deployment", "Deployment", "Service", "Service", "Service", "Service",
+                     "StatefulSet", "StatefulSet"]
     config_map = next(d for d in docs if d["kind"] == "ConfigMap")
     carried = config_map["data"]["gateway.yaml"]
     assert carried == REPLICAS_CONFIG.read_text()
@@ -414,13 +545,21 @@ def test_the_pods_config_reaches_the_deployments_own_redis_and_qdrant(monkeypatc
     assert cfg.admin.watch, "the ConfigMap is mounted to be watched"
     _, listening = container_port(pod, "http")
     assert cfg.server.port == listening
-    # Limits (state) and the exact cache both in the Redis of this deployment, so every replica
-    # counts a key's requests, tokens and spend in one place.
+    # The exact cache and the limits (state) each in a Redis of this deployment, so every replica
+    # finds the same entries and counts a key's requests, tokens and spend in one place.
     assert cfg.cache.exact.backend == "redis" and cfg.state.backend == "redis"
-    for url in (cfg.cache.exact.redis_url, cfg.state.redis_url):
-        redis = urlsplit(url)
-        assert redis.scheme == "redis"
-        assert image_behind(objects, redis.hostname, redis.port) == "redis", url
+    cache, _, cache_settings = k8s_redis(objects, cfg.cache.exact.redis_url)
+    state, state_container, state_settings = k8s_redis(objects, cfg.state.redis_url)
+    check_cache_redis(cache_settings, f"{cache['kind']} {cache['metadata']['name']}")
+    # The limits in a Redis of their own: the cache's evicts and forgets, and the two never share a
+    # server (two Services over one workload would).
+    assert (state["kind"], state["metadata"]["name"]) != (cache["kind"], cache["metadata"]["name"]), \
+        "the limits share the cache's Redis"
+    where = f"StatefulSet {state['metadata']['name']}"
+    check_state_redis(state_settings, where)
+    claim_at(state, state_container, state_settings["dir"])
+    # One server: two behind the Service would each count part of every limit.
+    assert state["spec"].get("replicas", 1) == 1, f"{where}: one replica"
     assert cfg.cache.semantic.enabled
     qdrant = urlsplit(cfg.cache.semantic.qdrant.url)
     assert image_behind(objects, qdrant.hostname, qdrant.port) == "qdrant/qdrant"
@@ -507,7 +646,7 @@ def test_compose_runs_the_whole_stack_with_two_replicas():
     services = compose["services"]
     gateways = gateway_services(compose)
     assert len(gateways) == 2, sorted(gateways)
-    assert {"lb", "redis", "qdrant", "prometheus", "grafana"} <= set(services)
+    assert {"lb", "redis", "redis-state", "qdrant", "prometheus", "grafana"} <= set(services)
     for name, svc in gateways.items():
         # One container per name (no --scale, no deploy.replicas): the name is what nginx and
         # Prometheus address, so each name must be exactly one replica.
@@ -550,18 +689,39 @@ def test_the_replicas_config_reaches_the_compose_redis_and_qdrant(monkeypatch):
         cfg = config_as_the_replica_sees_it(svc, monkeypatch)
         assert cfg.server.host == "0.0.0.0", f"{name}: listen beyond the container's loopback"
         assert cfg.admin.watch, f"{name}: the config file is mounted to be watched"
-        # Limits (state) and the exact cache both in the compose Redis: the replicas count a key's
-        # requests, tokens and spend in one place.
+        # The exact cache and the limits (state) each in a compose Redis: the replicas find the same
+        # entries and count a key's requests, tokens and spend in one place.
         assert cfg.cache.exact.backend == "redis" and cfg.state.backend == "redis"
-        for url in (cfg.cache.exact.redis_url, cfg.state.redis_url):
-            redis = urlsplit(url)
+        cache, state = (urlsplit(url) for url in (cfg.cache.exact.redis_url, cfg.state.redis_url))
+        for redis in (cache, state):
             assert redis.scheme == "redis" and redis.port == 6379
             service_named(compose, redis.hostname, "redis")
+        check_cache_redis(compose_redis_settings(compose, cache.hostname), str(cache.hostname))
+        # The limits in a Redis of their own: the cache's evicts and forgets.
+        assert state.hostname != cache.hostname, f"{name}: the limits share the cache's Redis"
+        settings = compose_redis_settings(compose, state.hostname)
+        check_state_redis(settings, str(state.hostname))
+        named_volume_at(compose, compose["services"][state.hostname], settings["dir"])
         assert cfg.cache.semantic.enabled
         qdrant = urlsplit(cfg.cache.semantic.qdrant.url)
         assert qdrant.port == 6333
         service_named(compose, qdrant.hostname, "qdrant/qdrant")
-        assert {"redis", "qdrant"} <= set(svc["depends_on"])
+        assert {cache.hostname, state.hostname, qdrant.hostname} <= set(svc["depends_on"])
+        # Waiting for a service to be healthy needs its healthcheck: without one compose refuses.
+        for dependency, condition in svc["depends_on"].items():
+            if condition.get("condition") == "service_healthy":
+                assert "healthcheck" in compose["services"][dependency], f"{dependency} has no healthcheck"
+
+
+def test_the_replicas_config_on_one_machine_uses_one_local_redis(monkeypatch):
+    # Without the deployment's variables (`gateway serve --config config/examples/replicas.yaml` on
+    # a developer's machine), one redis-server on loopback serves both the cache and the limits.
+    text = REPLICAS_CONFIG.read_text()
+    for name in set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)", text)):
+        monkeypatch.delenv(name, raising=False)
+    cfg = parse_config(text, str(REPLICAS_CONFIG))
+    assert cfg.cache.exact.redis_url == cfg.state.redis_url
+    assert urlsplit(cfg.state.redis_url).hostname in ("127.0.0.1", "localhost", "::1")
 
 
 def replica_targets(compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> set[str]:

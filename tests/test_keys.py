@@ -270,12 +270,12 @@ def test_serve_with_workers_warns_that_memory_limits_are_per_worker(tmp_path, up
                              str(free_port()), "--workers", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True, cwd=ROOT)
     try:
-        first = proc.stderr.readline()
+        first, second = proc.stderr.readline(), proc.stderr.readline()
     finally:
         proc.terminate()
         proc.wait(30)
-    assert first.startswith("warning: with 2 workers and state.backend: memory")
-    assert "ops" in first and "state.backend: redis" in first
+    assert first.startswith("warning: with 2 workers and state.backend: memory") and "max_concurrency" in first
+    assert second.startswith("warning: with 2 workers") and "ops" in second and "state.backend: redis" in second
     cfg["state"] = {"backend": "redis"}
     from gateway.cli import per_worker_warnings
     from gateway.config import GatewayConfig
