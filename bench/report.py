@@ -338,11 +338,14 @@ def semantic_md(sem: dict) -> list[str]:
 
 
 def keys_md(keys: dict) -> list[str]:
-    """A gateway key's limits (rpm, tpm, budget) per request: no key, counted in memory, in Redis."""
-    L = ["## Keys: what rpm, tpm and budget checks cost", "",
+    """What the limits cost per request: a provider's global slot, a key's rpm/tpm and budget, in
+    memory and in Redis."""
+    L = ["## Keys and limits: what the global slot, rpm, tpm and budget cost", "",
          "The same pass-through (8 in flight, instant upstream), each variant run twice, alternating; the "
-         "medians. Per request with a key: one rpm check-and-count, one tpm reservation, one budget read "
-         "before the call, and after it a tpm correction and a budget charge (not waited for).", "",
+         "medians. With `state.backend: redis` every request takes a provider slot (one script) and gives it "
+         "back (one script, not waited for); a key adds one check-and-count of its rpm, tpm and budget before "
+         "the call (one script for all three) and, after it, a tpm correction and a budget charge (one "
+         "pipeline, not waited for). The added columns are against `no key` (memory).", "",
          "| variant | req/s | P50 ms | P99 ms | P50 added | P99 added |", "|---|---:|---:|---:|---:|---:|"]
     med = {name: {k: statistics.median(r[k] for r in runs) for k in ("rps", "p50", "p99")}
            for name, runs in keys["runs"].items()}

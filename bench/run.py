@@ -329,26 +329,36 @@ class Bench:
                         "gateway-w2", scen, False)
 
     def keys(self) -> None:
-        """What a gateway key's limits cost per request: the same pass-through (8 in flight) with no
-        key, with a key whose rpm, tpm and budget are counted in memory, and in Redis (a local
-        redis-server), alternated twice so that drift of the machine falls on all three alike."""
+        """What the limits cost per request, counted in memory and in Redis (a local redis-server):
+        the same pass-through (8 in flight) with no key; with the provider's concurrency slots in
+        Redis (`state.backend: redis` makes `max_concurrency` global); with a key's rpm and tpm,
+        its budget, and all three, on top. Every variant alternated twice, so that drift of the
+        machine falls on all alike."""
         if not self.selected("keys"):
             return
         a = self.args
         key = "sk-bench-key"
-        limits = {"name": "bench", "key": key, "rpm": 10**8, "tpm": 10**12, "budget": {"usd": 10**9, "period": "day"}}
+        rate = {"rpm": 10**8, "tpm": 10**12}
+        budget = {"budget": {"usd": 10**9, "period": "day"}}
+        limits = {"name": "bench", "key": key, **rate, **budget}
         redis_port = free_port()
         redis = Proc("redis", [need("redis-server"), "--port", str(redis_port), "--bind", LOOPBACK, "--save", "",
                                "--appendonly", "no"], self.work / "redis.log").start()
         out: dict = {"runs": {}}
         try:
             wait_port(redis_port, 10, redis.popen)
+            in_redis = {"state": {"backend": "redis", "redis_url": f"redis://{LOOPBACK}:{redis_port}/0"}}
+            bearer = [f"Authorization: Bearer {key}"]
+
+            def keyed(**only):
+                return {"auth": {"keys": [{"name": "bench", "key": key, **only}]}}
+
             variants = {"no key": ({}, []),
-                        "key, state in memory": ({"auth": {"keys": [limits]}}, [f"Authorization: Bearer {key}"]),
-                        "key, state in Redis": ({"auth": {"keys": [limits]},
-                                                 "state": {"backend": "redis",
-                                                           "redis_url": f"redis://{LOOPBACK}:{redis_port}/0"}},
-                                                [f"Authorization: Bearer {key}"])}
+                        "key, state in memory": (keyed(**rate, **budget), bearer),
+                        "no key, slots in Redis": (in_redis, []),
+                        "key rpm+tpm, Redis": ({**keyed(**rate), **in_redis}, bearer),
+                        "key budget, Redis": ({**keyed(**budget), **in_redis}, bearer),
+                        "key, state in Redis": ({**keyed(**rate, **budget), **in_redis}, bearer)}
             gateways = {}
             for name, (extra, _) in variants.items():
                 cfg = gateway_config(self.nginx, None, free_port(), semantic=False)
