@@ -18,6 +18,8 @@ from typing import Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from . import redis_url
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -370,6 +372,14 @@ class StateConfig(_Strict):
     timeout_ms: float = Field(50, gt=0)          # a slower Redis answer counts as an error
     on_error: Literal["allow", "deny"] = "allow"  # Redis unreachable: allow (counted, logged) | deny (503)
     lease_s: float = Field(10, gt=0)              # a global concurrency slot's lease (renewed while held)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _a_redis_url(cls, v: str) -> str:
+        problem = redis_url.check(v)
+        if problem is not None:
+            raise ValueError(problem)
+        return v
 
 
 class GatewayConfig(_Strict):

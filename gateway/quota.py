@@ -167,8 +167,10 @@ class RedisCounters:
 
     @staticmethod
     def _keys(name: str, minute: int, period: str) -> list[str]:
-        return [f"gw:quota:{name}:req:{minute}", f"gw:quota:{name}:req:{minute - 1}",
-                f"gw:quota:{name}:tok:{minute}", f"gw:quota:{name}:tok:{minute - 1}", f"gw:quota:{name}:usd:{period}"]
+        """A key's counters, all in one hash slot (`{name}`), as a script in a Redis Cluster needs."""
+        tag = f"gw:quota:{{{name}}}"
+        return [f"{tag}:req:{minute}", f"{tag}:req:{minute - 1}", f"{tag}:tok:{minute}", f"{tag}:tok:{minute - 1}",
+                f"{tag}:usd:{period}"]
 
     async def admit(self, key: AuthKey, tokens: int, at: Window, period: str) -> int:
         args = [key.rpm if key.rpm is not None else -1, key.tpm if key.tpm is not None else -1, tokens, at.weight,
@@ -178,7 +180,7 @@ class RedisCounters:
     async def settle(self, name: str, minute: int, tokens_delta: int, period: str | None, usd: float,
                      ttl_s: float | None) -> None:
         keys = self._keys(name, minute, period or "")
-        async with self.redis.pipeline(transaction=True) as pipe:
+        async with self.redis.pipeline(transaction=False) as pipe:   # each step atomic on its own
             if tokens_delta:
                 pipe.incrby(keys[2], tokens_delta)
             if period is not None:

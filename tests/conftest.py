@@ -133,7 +133,8 @@ def eventually(check: Callable[[], bool], timeout: float = 5.0) -> bool:
 class RedisServer:
     """A real redis-server on a free port, which a test may stop and start again."""
 
-    def __init__(self, tmp_dir: Path):
+    def __init__(self, tmp_dir: Path, *extra: str, config_file: Path | None = None):
+        """`extra`: more redis-server options; `config_file`: read first (a Sentinel's)."""
         import shutil
 
         binary = shutil.which("redis-server")
@@ -142,6 +143,8 @@ class RedisServer:
         self.binary = binary
         self.port = free_port()
         self.dir = tmp_dir
+        self.extra = extra
+        self.config_file = config_file
         self.proc = None
 
     @property
@@ -152,9 +155,10 @@ class RedisServer:
         import socket
         import subprocess
 
+        first = [str(self.config_file)] if self.config_file is not None else []
         self.proc = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.dir)],
+            [self.binary, *first, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.dir), *self.extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10

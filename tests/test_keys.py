@@ -218,6 +218,32 @@ def test_tpm_reserves_the_estimate_and_keeps_the_real_usage(start_gateway, upstr
     assert over.value.body["code"] == "rate_limit_exceeded" and 1 <= int(over.value.response.headers["retry-after"]) <= 60
 
 
+def test_tpm_holds_across_two_processes_on_one_redis(tmp_path, upstream, redis_server):
+    from .test_logs import Served
+
+    clear_of_a_minute_boundary()
+    cfg = limited_config(upstream, tpm=40)
+    cfg["state"] = {"backend": "redis", "redis_url": redis_server.url}
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+    first, second = Served(tmp_path / "a", cfg), Served(tmp_path / "b", cfg)
+    used = PROMPT_TOKENS + COMPLETION_TOKENS
+
+    def ask(gw) -> httpx.Response:
+        return httpx.post(gw.url + "/v1/chat/completions", timeout=10, headers={"authorization": "Bearer sk-ops-everything"},
+                          json={"model": "support", "messages": MESSAGES, "max_tokens": 10})
+
+    try:
+        for n, gw in enumerate((first, second), start=1):   # each reserves ~17 and keeps the 16 it used
+            assert ask(gw).status_code == 200
+            assert settled(first.url, lambda r: r["tokens_last_minute"] == n * used)["tokens_last_minute"] == n * used
+        over = ask(first)   # 32 used + 17 reserved > 40
+        assert over.status_code == 429 and over.json()["error"]["type"] == "tokens" and "retry-after" in over.headers
+    finally:
+        first.stop()
+        second.stop()
+
+
 def test_a_budget_is_charged_the_real_cost_across_two_processes(tmp_path, upstream, redis_server):
     from .test_logs import Served
 

@@ -15,6 +15,8 @@ import asyncio
 import logging
 from typing import Callable
 
+from .. import redis_url
+
 log = logging.getLogger("gateway.leases")
 
 PREFIX = "gw:slots:"
@@ -35,9 +37,9 @@ local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 return math.max(1, tonumber(first[2]) - now + 1)
 """
 
-# KEYS: the set, the channel. ARGV: slot id.
+# KEYS: the set. ARGV: slot id, the channel (not a key: in a Cluster a publish reaches every node).
 _GIVE = """
-if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then redis.call('PUBLISH', KEYS[2], '1') end
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then redis.call('PUBLISH', ARGV[2], '1') end
 return 0
 """
 
@@ -64,17 +66,13 @@ class Leases:
     one connection pool to the state backend: the keys' counters use it too."""
 
     def __init__(self, url: str, timeout_s: float, lease_s: float):
-        import redis.asyncio as redis
-
         self.timeout_s = timeout_s
         self.lease_ms = max(1, int(lease_s * 1000))
         # A fixed pool, opened at start: under a burst, commands wait (well under a millisecond)
         # for a connection rather than each open one, which took 15-20 ms for twenty at once.
-        pool = redis.BlockingConnectionPool.from_url(url, max_connections=POOL_SIZE, timeout=None,
-                                                     socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
-        self.redis = redis.Redis(connection_pool=pool)
+        self.redis = redis_url.connect(url, timeout_s, POOL_SIZE)
         # Its own connection without a read timeout: a subscription waits as long as it must.
-        self._subscriber = redis.from_url(url, socket_connect_timeout=max(timeout_s, 1.0), health_check_interval=30)
+        self._subscriber = redis_url.subscriber(url)
         self._take = self.redis.register_script(_TAKE)
         self._give = self.redis.register_script(_GIVE)
         self._renew = self.redis.register_script(_RENEW)
@@ -102,7 +100,7 @@ class Leases:
         return int(await self._take(keys=[PREFIX + provider], args=[slot_id, limit, self.lease_ms]))
 
     async def give(self, provider: str, slot_id: str) -> None:
-        await self._give(keys=[PREFIX + provider, channel(provider)], args=[slot_id])
+        await self._give(keys=[PREFIX + provider], args=[slot_id, channel(provider)])
 
     async def renew(self, provider: str, slot_ids: list[str]) -> None:
         await self._renew(keys=[PREFIX + provider], args=[self.lease_ms, *slot_ids])
