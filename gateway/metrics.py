@@ -50,6 +50,7 @@ QUEUE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2
 
 QUANTILES = (0.5, 0.95, 0.99)
 CACHE_LAYERS = ("exact", "semantic")
+STATE_PARTS = ("keys", "slots")
 CACHE_RESULTS = ("hit", "miss", "bypass", "error")
 WINDOW_SLOTS = 6           # the sliding window moves in steps of window / 6
 SKETCH_ACCURACY = 0.01     # ddsketch relative accuracy: a reported quantile is within 1%
@@ -270,6 +271,9 @@ class Metrics:
         self.cache_requests = C("gateway_cache_requests_total", "Cache lookups per layer by result: hit, miss, bypass "
                                 "(not consulted for this request), error (the backend failed; served as a miss).",
                                 ("layer", "result"))
+        self.state_errors = C("gateway_state_errors_total", "Calls to the state backend (Redis) that failed or "
+                              "timed out, by part (keys: the keys' rpm, tpm and budget; slots: the providers' "
+                              "global concurrency slots); state.on_error said what the request got.", ("part",))
         self.key_requests = C("gateway_key_requests_total", "Requests per gateway key (only with "
                               "metrics.per_key_labels).", ("key", "status"))
         self.key_tokens = C("gateway_key_tokens_total", "Upstream tokens per gateway key (only with "
@@ -279,7 +283,8 @@ class Metrics:
         self.families: tuple[CounterVec | HistogramVec, ...] = (
             self.requests, self.duration, self.ttft, self.upstream, self.overhead, self.queue_wait, self.tokens,
             self.tokens_estimated, self.cost, self.saved, self.unpriced, self.rejected, self.upstream_errors,
-            self.fallbacks, self.reloads, self.cache_requests, self.key_requests, self.key_tokens, self.key_cost,
+            self.fallbacks, self.reloads, self.cache_requests, self.state_errors, self.key_requests, self.key_tokens,
+            self.key_cost,
         )
         for result in ("success", "failure"):
             self.reloads.values[(result,)] = 0
@@ -356,7 +361,7 @@ class Collector:
         self.prepared: Snapshot | None = None  # what `Metrics.exposition` gathered for this scrape
         # Backend error counters restart with a new backend (a reload that changes the cache
         # config); keep what the previous ones counted so the exported counter never goes down.
-        self._error_base = {layer: 0 for layer in CACHE_LAYERS}
+        self._error_base = {layer: 0 for layer in (*CACHE_LAYERS, *STATE_PARTS)}
         self._error_last: dict[str, tuple[int, int]] = {}  # layer -> (id(backend), last count)
 
     def describe(self) -> Iterable[Metric]:
@@ -375,6 +380,10 @@ class Collector:
             semantic = cache.semantic
             errors = semantic.stats["errors"] if semantic is not None else 0
             cache_requests[("semantic", "error")] += self._errors("semantic", semantic, errors)
+            leases = runtime.leases
+            values[m.state_errors.name] = {
+                ("keys",): self._errors("keys", runtime.quota, runtime.quota.errors),
+                ("slots",): self._errors("slots", leases, leases.errors if leases is not None else 0)}
             for name, provider in runtime.providers.items():
                 snapshot.in_flight[name] = provider.limiter.in_flight
                 snapshot.queue_depth[name] = provider.limiter.queued

@@ -110,6 +110,9 @@ def test_redis_stopped_under_load(start_gateway, upstream, redis_server, on_erro
         assert r.status_code == 503 and r.json()["error"]["code"] == "limits_unavailable"
     assert limiter.errors >= 1
     assert upstream.max_in_flight <= 4
+    exposition = httpx.get(gw.url + "/metrics").text
+    failed = [line for line in exposition.splitlines() if line.startswith('gateway_state_errors_total{part="slots"}')]
+    assert failed and float(failed[0].split()[-1]) >= limiter.errors
 
 
 async def test_a_waiter_is_woken_when_a_slot_frees_in_another_process(redis_server):

@@ -80,6 +80,7 @@ class Leases:
         self._listener: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()   # the providers to listen for changed
         self.subscribed = False           # the subscription is up (else waiters also wake on a timer)
+        self.errors = 0                   # failed or late calls of every limiter on it (gateway_state_errors_total)
 
     async def open(self) -> None:
         """Load the scripts and open the pool's connections before the first request needs them (a

@@ -241,6 +241,7 @@ class GlobalLimiter(Limiter):
 
     def _failed(self, exc: BaseException, refusing: bool = True) -> None:
         self.errors += 1
+        self.leases.errors += 1
         now = time.monotonic()
         if now - self._logged_at >= LOG_EVERY_S:
             self._logged_at = now
