@@ -45,7 +45,7 @@ def test_promtool_checks_the_config_and_the_rules():
     assert config.returncode == 0, config.stdout + config.stderr
     rules = promtool("check", "rules", str(ALERTS_YML))
     assert rules.returncode == 0, rules.stdout + rules.stderr
-    assert "SUCCESS: 6 rules found" in rules.stdout
+    assert "SUCCESS: 7 rules found" in rules.stdout
 
 
 ALERT_TESTS = {
@@ -66,6 +66,7 @@ ALERT_TESTS = {
             {"series": 'gateway_target_healthy{target="big",instance="gw-1"}', "values": "1 1 0x28"},
             {"series": 'gateway_upstream_rejected_total{provider="alpha",reason="queue_full"}', "values": "0+3x30"},
             {"series": 'gateway_cost_usd_total{model="big",provider="beta"}', "values": "0+1x90"},
+            {"series": 'gateway_state_errors_total{part="slots",instance="gw-2"}', "values": "0x10 0+5x20"},
         ],
         "alert_rule_test": [
             {"eval_time": "20m", "alertname": "GatewayHighErrorRate", "exp_alerts": [{
@@ -82,6 +83,10 @@ ALERT_TESTS = {
                 "exp_labels": {"severity": "warn", "provider": "alpha", "reason": "queue_full"},
                 "exp_annotations": {"summary": "Provider alpha: requests rejected (queue_full); raise "
                                                "max_concurrency or max_queue"}}]},
+            {"eval_time": "8m", "alertname": "GatewayStateBackendFailing", "exp_alerts": []},
+            {"eval_time": "20m", "alertname": "GatewayStateBackendFailing", "exp_alerts": [{
+                "exp_labels": {"severity": "page", "instance": "gw-2", "part": "slots"},
+                "exp_annotations": {"summary": "gw-2: the state backend fails for slots; limits are not shared now"}}]},
             # 1 USD a minute is 60 an hour: above the set figure of 50 once an hour of data is in.
             {"eval_time": "20m", "alertname": "GatewayCostPerHourHigh", "exp_alerts": []},
             {"eval_time": "80m", "alertname": "GatewayCostPerHourHigh", "exp_alerts": [{
@@ -233,9 +238,9 @@ def test_real_prometheus_scrapes_the_gateway(start_gateway, upstream, prometheus
     while True:
         groups = httpx.get(url + "/api/v1/rules").json()["data"]["groups"]
         rules = [r for g in groups for r in g["rules"]]
-        if len(rules) == 6 and all(r.get("lastEvaluation", "").startswith("20") for r in rules) \
+        if len(rules) == 7 and all(r.get("lastEvaluation", "").startswith("20") for r in rules) \
                 or time.monotonic() > deadline:
             break
         time.sleep(0.2)
-    assert len(rules) == 6
+    assert len(rules) == 7
     assert all(r["health"] == "ok" for r in rules), [(r["name"], r.get("lastError")) for r in rules]
