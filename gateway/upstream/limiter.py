@@ -134,7 +134,7 @@ class GlobalLimiter(Limiter):
         self._ids = itertools.count(1)
         self._held: dict[str, Slot] = {}           # shared slots held here, renewed while held
         self._wake = asyncio.Event()
-        self._hint_s = 0.0                         # from the last refusal: when the earliest lease lapses
+        self._hint_s = 1.0                         # from the last refusal: when the earliest lease lapses
         self._pump: asyncio.Task[None] | None = None
         self._renewer: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -166,6 +166,7 @@ class GlobalLimiter(Limiter):
                 wait_ms = await self.leases.take(self.provider, slot_id, self.max_concurrency)
         except Exception as exc:   # Redis down, slow or refusing
             self._failed(exc)
+            self._hint_s = 1.0   # the queue tries Redis again in a second, or when a slot of ours frees
             if self.in_flight < self.max_concurrency:   # allow: this process's own count
                 self.in_flight += 1
                 return Slot(self)
@@ -199,7 +200,7 @@ class GlobalLimiter(Limiter):
                 continue
             # Woken by a slot freed anywhere; else when the earliest lease lapses (a dead holder's),
             # and every second while the subscription is down.
-            delay = self._hint_s if self.leases.subscribed else min(self._hint_s or 1.0, 1.0)
+            delay = self._hint_s if self.leases.subscribed else min(self._hint_s, 1.0)
             try:
                 async with asyncio.timeout(max(delay, 0.001)):
                     await self._wake.wait()
