@@ -79,7 +79,7 @@ class RouteCacheConfig(_Strict):
     enabled: bool = True
     semantic: bool = False            # semantic matching is opt-in per route
     cacheable: Literal["deterministic", "always", "never"] | None = None  # default: cache.cacheable
-    ttl_s: float | None = Field(None, gt=0)
+    ttl_s: float | None = Field(None, gt=0, allow_inf_nan=False)  # at most cache.exact.max_ttl_s
     # Answers are stored only when every choice ended with one of these (default: stop only).
     finish_reasons: list[str] = ["stop"]
     cache_n: bool = False             # also store answers of requests with n > 1
@@ -274,10 +274,29 @@ class ExactCacheConfig(_Strict):
     redis_url: str = "redis://127.0.0.1:6379/0"
     max_entries: int = Field(10000, ge=1)     # memory backend
     eviction: Literal["lru", "lfu"] = "lru"  # memory backend
-    ttl_s: float = Field(3600, gt=0)
+    ttl_s: float = Field(3600, gt=0, allow_inf_nan=False)
+    # The longest TTL an answer may get: `x-gateway-cache-ttl` asking for more is refused (400).
+    max_ttl_s: int = Field(30 * 86400, ge=1, le=10 * 365 * 86400)
     timeout_ms: float = Field(50, gt=0)      # a slower Redis answer is a miss
-    cooldown_s: float = Field(5, ge=0)       # after a Redis failure, skip it this long
+    cooldown_s: float = Field(5, ge=0)       # after Redis is unreachable or slow, skip it this long
     lock_ms: float = Field(30000, gt=0)      # coalescing: how long a leader may hold the key
+    # The lock's expiry in Redis, renewed by its live leader every third of it: a lock whose
+    # leader is gone (crashed, or lost Redis before it could unlock) frees its followers this soon.
+    # Unset: 2000, or 3 x timeout_ms when that is longer.
+    lock_lease_ms: float = Field(None, gt=0)  # type: ignore[assignment]  # set by _bounds
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "ExactCacheConfig":
+        if self.ttl_s > self.max_ttl_s:
+            if "ttl_s" in self.model_fields_set:
+                raise ValueError(f"ttl_s ({self.ttl_s:g}) is above max_ttl_s ({self.max_ttl_s})")
+            self.ttl_s = self.max_ttl_s
+        if self.lock_lease_ms is None:
+            self.lock_lease_ms = max(2000.0, 3 * self.timeout_ms)
+        elif self.lock_lease_ms <= 1.5 * self.timeout_ms:
+            raise ValueError(f"lock_lease_ms ({self.lock_lease_ms:g}) must be more than 1.5 x timeout_ms "
+                             f"({self.timeout_ms:g}): a renewal, made every third of the lease, may take timeout_ms")
+        return self
 
 
 class QdrantConfig(_Strict):

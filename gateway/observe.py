@@ -73,7 +73,14 @@ class Observer:
         cache = record.cache
         hit = cache[:3] == "hit"
         status = record.status
-        status_class = STATUS_CLASS[status // 100] if 0 <= status < 1000 else "other"
+        stream_error = record.stream_error  # already among upstream_errors
+        if stream_error is not None:
+            # The stream began with 200 and then failed: the client got an error event instead of
+            # the rest of its answer (what would have been a 502, or a 504 for a timeout, had it
+            # failed before the headers), so it is counted with the server errors, not as a success.
+            status_class = "5xx"
+        else:
+            status_class = STATUS_CLASS[status // 100] if 0 <= status < 1000 else "other"
         model = record.model or NONE
         upstream = record.provider is not None and not hit  # a provider was (or was to be) called
         provider = record.provider if upstream else NONE  # type: ignore[assignment]
@@ -105,7 +112,6 @@ class Observer:
             for item in failed:
                 into = rejected if item[1] in QUEUE_KINDS else errors
                 into[item] = into.get(item, 0) + 1
-        stream_error = record.stream_error  # already among upstream_errors
         for reason in record.fallbacks:
             _add(m.fallbacks.values, (route, reason), 1)
 
@@ -126,7 +132,7 @@ class Observer:
         if self.per_key:
             self._count_key(record, status_class, upstream and usage is not None, prompt, completion)
 
-        level = ERROR if status >= 500 else WARNING if status >= 400 or stream_error else INFO
+        level = ERROR if status >= 500 or stream_error else WARNING if status >= 400 else INFO
         if level >= self.min_level:
             config = models.get(record.model) if record.model is not None else None
             upstream_model = (config.name or record.model) if config is not None else record.model

@@ -21,8 +21,10 @@ MESSAGES = [{"role": "user", "content": "How long does a refund take?"}]
 
 
 def limited_config(upstream, redis_url: str, lease_s: float = 10, on_error: str = "allow", **provider):
+    # A generous timeout: on a loaded 2-core machine the event loop's own lag can pass 50 ms, and a
+    # late answer falls back to this process's own count (Redis stopped is tested below).
     cfg = base_config(upstream, state={"backend": "redis", "redis_url": redis_url, "lease_s": lease_s,
-                                       "on_error": on_error})
+                                       "on_error": on_error, "timeout_ms": 1000})
     cfg["providers"]["fake"].update({"max_concurrency": 4, "max_queue": 64, "queue_timeout_s": 30, **provider})
     return cfg
 

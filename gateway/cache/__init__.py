@@ -110,12 +110,24 @@ class Lead:
             self._flight.close()
 
 
+def asked_ttl(value: str, max_ttl_s: int) -> int:
+    """`x-gateway-cache-ttl`: whole seconds from 1 to `max_ttl_s`. The text is checked before it is
+    read as a number: int() refuses thousands of digits, and reads "²" or "٣" that isdigit allows."""
+    text = value.strip()
+    if text.isascii() and text.isdigit() and len(text.lstrip("0")) <= len(str(max_ttl_s)):
+        ttl = int(text)
+        if 1 <= ttl <= max_ttl_s:
+            return ttl
+    raise bad_request(f"x-gateway-cache-ttl must be a whole number of seconds from 1 to {max_ttl_s} "
+                      "(cache.exact.max_ttl_s).")
+
+
 class Cache:
     def __init__(self, config: CacheConfig, store: Store, semantic: Any | None):
         self.config = config
         self.store = store
         self.semantic = semantic
-        self.flights = Flights(store.lock, store.unlock, store.locked, self.get, config.exact.lock_ms)
+        self.flights = Flights(store, self.get, config.exact.lock_ms, config.exact.lock_lease_ms)
 
     @classmethod
     async def open(cls, config: CacheConfig, targets: Mapping[str, Target]) -> "Cache":
@@ -189,12 +201,12 @@ class Cache:
         lookup, store = "no-cache" not in control, "no-store" not in control
         if not lookup and not store:
             return Bypass("cache-control: no-cache, no-store")
-        ttl_s = rules.ttl_s or self.config.exact.ttl_s
+        exact = self.config.exact
+        # A route's ttl_s is not checked against max_ttl_s where the config is read: bound it here.
+        ttl_s = min(rules.ttl_s or exact.ttl_s, exact.max_ttl_s)
         asked = headers.get("x-gateway-cache-ttl")
         if asked is not None:
-            if not asked.strip().isdigit() or int(asked) <= 0:
-                raise bad_request("x-gateway-cache-ttl must be a positive whole number of seconds.")
-            ttl_s = int(asked)
+            ttl_s = asked_ttl(asked, exact.max_ttl_s)
         plan = CachePlan(exact_key(route, targets, tenant, payload), lookup, store, ttl_s,
                          frozenset(rules.finish_reasons))
         if self.semantic is not None and rules.semantic:

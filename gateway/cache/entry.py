@@ -38,10 +38,12 @@ class Store(Protocol):
 
     `pack` turns an entry into what the store keeps and `unpack` turns that back (None for
     something that is not an entry: a miss, counted in `errors`). Every call is a miss or a no-op
-    when the backend is down, never an error.
+    when the backend is down, never an error. The locks matter only to a `shared` store (one that
+    other processes see); in one process the flights coalesce misses on their own.
     """
 
     name: str
+    shared: bool
     errors: int
 
     def pack(self, entry: Entry) -> Any: ...
@@ -52,10 +54,14 @@ class Store(Protocol):
 
     async def set(self, key: str, value: Any, ttl_s: float) -> None: ...
 
-    async def lock(self, key: str, ttl_ms: float) -> bool:
-        """True if this process now leads the key (and must `unlock` it)."""
+    async def lock(self, key: str, token: str, ttl_ms: float) -> bool | None:
+        """True if this flight (`token`) now holds the key's lock, expiring after `ttl_ms` unless
+        renewed; False if another holds it; None if the store cannot be asked now."""
 
-    async def unlock(self, key: str) -> None: ...
+    async def renew(self, key: str, token: str, ttl_ms: float) -> bool | None:
+        """Extend this flight's lock; False when it is no longer held, None when not known now."""
+
+    async def unlock(self, key: str, token: str) -> None: ...
 
     async def locked(self, key: str) -> bool: ...
 

@@ -11,6 +11,7 @@ from cachetools import LFUCache, LRUCache
 
 class MemoryStore:
     name = "memory"
+    shared = False
 
     def __init__(self, max_entries: int, eviction: str):
         cls = LFUCache if eviction == "lfu" else LRUCache
@@ -39,11 +40,15 @@ class MemoryStore:
     async def set(self, key: str, value: Any, ttl_s: float) -> None:
         self._entries[key] = (time.monotonic() + ttl_s, value)
 
-    # Coalescing across processes needs a shared store; in one process the flights are enough.
-    async def lock(self, key: str, ttl_ms: float) -> bool:
+    # Coalescing across processes needs a shared store; in one process the flights are enough
+    # (they never ask this store for a lock).
+    async def lock(self, key: str, token: str, ttl_ms: float) -> bool | None:
         return True
 
-    async def unlock(self, key: str) -> None:
+    async def renew(self, key: str, token: str, ttl_ms: float) -> bool | None:
+        return True
+
+    async def unlock(self, key: str, token: str) -> None:
         return None
 
     async def locked(self, key: str) -> bool:

@@ -1,6 +1,8 @@
 """The shared exact cache in Redis: entries with a TTL, and the short locks that coalesce misses
 across replicas. Redis being down, slow or odd is a miss, never an error: every call is bounded by
-`timeout_ms`, and after a failure Redis is skipped for `cooldown_s` instead of on every request."""
+`timeout_ms`. Only Redis being unreachable (connection refused or reset, a call timing out) skips
+it for `cooldown_s`; a command Redis refuses (a value it will not take, out of memory, a read-only
+replica) is that request's miss and error, and Redis stays on for everyone else."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from typing import Any, Awaitable
 
 import orjson
 import redis.asyncio as redis
+from redis.exceptions import DataError, MaxConnectionsError, ResponseError
 
 from .entry import Entry
 
@@ -18,9 +21,21 @@ log = logging.getLogger("gateway.cache")
 
 LOCK_PREFIX = "gw:lock:"
 
+# A lock is deleted or extended only by the flight that took it (its token): a leader whose lock
+# expired must not free, or keep, the lock another replica has taken since.
+UNLOCK = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
+
+# Failures of this call, not of Redis: Redis answered and refused the command, the arguments
+# could not be sent, or this process has every pooled connection in use.
+REFUSED = (ResponseError, DataError, MaxConnectionsError, ValueError)
+
+SKIPPED = object()  # `_call`'s default when Redis was not asked or did not answer
+
 
 class RedisStore:
     name = "redis"
+    shared = True  # other replicas see the entries and the locks
 
     def __init__(self, url: str, timeout_ms: float, cooldown_s: float):
         timeout = timeout_ms / 1000
@@ -30,26 +45,37 @@ class RedisStore:
             url, socket_timeout=timeout, socket_connect_timeout=timeout, retry_on_timeout=False,
             health_check_interval=0, max_connections=256,
         )
+        self._unlock = self.client.register_script(UNLOCK)
+        self._renew = self.client.register_script(RENEW)
         self.errors = 0
         self._down_until = 0.0
-        self._last_log = 0.0
+        self._last_log = {"down": 0.0, "refused": 0.0}
 
-    async def _call(self, op: Awaitable[Any], default: Any) -> Any:
-        if self._down_until > time.monotonic():
-            op.close()  # never awaited: skip the call entirely during the cooldown
+    async def _call(self, op: Awaitable[Any], default: Any, always: bool = False) -> Any:
+        """`op`'s result, or `default` when Redis is skipped (the cooldown), unreachable or refuses.
+        `always`: made even during the cooldown (an unlock: a lock left behind stalls every
+        identical request on every replica until it expires)."""
+        if not always and self._down_until > time.monotonic():
+            op.close()  # type: ignore[attr-defined]  # never awaited: skip the call entirely
             return default
         try:
             async with asyncio.timeout(self.timeout):
                 return await op
-        except (redis.RedisError, OSError, asyncio.TimeoutError, ValueError) as exc:
+        except REFUSED as exc:
             self.errors += 1
-            now = time.monotonic()
-            self._down_until = now + self.cooldown_s
-            if now - self._last_log > 10:
-                self._last_log = now
-                log.warning("redis cache unavailable (%s: %s); serving misses for %.0fs",
-                            type(exc).__name__, exc, self.cooldown_s)
+            self._log("refused", "redis cache refused a command (%s: %s); that request is a miss", exc)
             return default
+        except (redis.RedisError, OSError, asyncio.TimeoutError) as exc:
+            self.errors += 1
+            self._down_until = time.monotonic() + self.cooldown_s
+            self._log("down", f"redis cache unavailable (%s: %s); serving misses for {self.cooldown_s:g}s", exc)
+            return default
+
+    def _log(self, kind: str, message: str, exc: BaseException) -> None:
+        now = time.monotonic()
+        if now - self._last_log[kind] > 10:  # at most once per 10 s per kind
+            self._last_log[kind] = now
+            log.warning(message, type(exc).__name__, exc)
 
     def pack(self, entry: Entry) -> bytes:
         return orjson.dumps(entry.to_dict())
@@ -74,13 +100,20 @@ class RedisStore:
     async def set(self, key: str, value: bytes, ttl_s: float) -> None:
         await self._call(self.client.set(key, value, px=max(1, int(ttl_s * 1000))), None)
 
-    async def lock(self, key: str, ttl_ms: float) -> bool:
-        """True if this replica now leads the key (or Redis is unavailable: then everyone leads)."""
-        got = await self._call(self.client.set(LOCK_PREFIX + key, b"1", nx=True, px=int(ttl_ms)), "down")
-        return got == "down" or bool(got)
+    async def lock(self, key: str, token: str, ttl_ms: float) -> bool | None:
+        """True: this flight now holds the key's lock (and must `unlock` it); False: another
+        holds it; None: Redis cannot be asked now (everyone leads, without a lock)."""
+        got = await self._call(self.client.set(LOCK_PREFIX + key, token, nx=True, px=int(ttl_ms)), SKIPPED)
+        return None if got is SKIPPED else bool(got)
 
-    async def unlock(self, key: str) -> None:
-        await self._call(self.client.delete(LOCK_PREFIX + key), None)
+    async def renew(self, key: str, token: str, ttl_ms: float) -> bool | None:
+        """Extend this flight's lock. False: it is gone (expired, or Redis restarted empty);
+        None: Redis cannot be asked now."""
+        got = await self._call(self._renew(keys=[LOCK_PREFIX + key], args=[token, int(ttl_ms)]), SKIPPED)
+        return None if got is SKIPPED else bool(got)
+
+    async def unlock(self, key: str, token: str) -> None:
+        await self._call(self._unlock(keys=[LOCK_PREFIX + key], args=[token]), None, always=True)
 
     async def locked(self, key: str) -> bool:
         return bool(await self._call(self.client.exists(LOCK_PREFIX + key), 0))

@@ -1,11 +1,20 @@
-"""One target, tried once or retried: what each attempt tells the circuit breaker and the record."""
+"""One target, tried once or retried: what each attempt tells the circuit breaker and the record.
+
+A JSON answer's verdict is given when it arrives. A stream's attempt returns once its headers are
+in, which says little: a provider can send 200 and break every stream after two chunks. So a
+stream's verdict is left to the stream itself (`StreamAnswer.verdict`), given when it ends.
+"""
 
 from __future__ import annotations
 
 import time
-from ..upstream.call import Answer, TargetFailed, UpstreamStatus, call_target
+from typing import Callable
+
+from ..upstream.call import Answer, StreamAnswer, TargetFailed, UpstreamStatus, call_target
 from ..upstream.request import UpstreamRequest
 from ..upstream.target import Target
+from .health import Health
+from .retry import retry_after_s
 from .route import Policy
 
 # Failures that say the target is unwell (they count towards opening its circuit). The gateway's
@@ -32,7 +41,7 @@ async def call_once(policy: Policy, target: Target, request: UpstreamRequest) ->
         record.error_kind = f"upstream_{exc.status}"
         record.upstream_errors.append((target.provider.name, _status_kind(exc.status)))
         if exc.status == 429 or exc.status >= 500:
-            health.failure(name)
+            health.failure(name, retry_after_s(exc))
         else:
             health.success(name)  # the target answered; the request was wrong
         raise
@@ -49,10 +58,27 @@ async def call_once(policy: Policy, target: Target, request: UpstreamRequest) ->
     except BaseException:
         health.release(name)  # cancelled (the client left): no verdict on the target
         raise
-    health.success(name)
+    if isinstance(answer, StreamAnswer):
+        answer.verdict = stream_verdict(health, name)
+    else:
+        health.success(name)
     if policy.tracks_latency:  # a stream is returned once its headers are in: time to first byte
         policy.latency.observe(name, time.perf_counter() - started)
     return answer
+
+
+def stream_verdict(health: Health, name: str) -> Callable[[bool | None], None]:
+    """What a stream's end tells the target's circuit: True (it ended with [DONE]), False (it broke,
+    timed out or ended early), None (the client left first: nothing learnt, a trial is given back)."""
+    def verdict(completed: bool | None) -> None:
+        if completed:
+            health.success(name)
+        elif completed is None:
+            health.release(name)
+        else:
+            health.failure(name)
+
+    return verdict
 
 
 def _status_kind(status: int) -> str:

@@ -7,6 +7,7 @@ as soon as its headers are in, and tenacity never sees what happens after that.
 
 from __future__ import annotations
 
+import math
 import time
 from email.utils import parsedate_to_datetime
 from typing import Awaitable, Callable
@@ -28,22 +29,28 @@ def condition(exc: BaseException) -> int | str | None:
 
 
 def retry_after_s(exc: BaseException) -> float | None:
-    """The upstream's Retry-After in seconds (delta-seconds or an HTTP date), if it sent one."""
+    """The upstream's Retry-After in seconds, if it sent a usable one."""
     if isinstance(exc, UpstreamStatus):
-        value = exc.retry_after
-    elif isinstance(exc, TargetFailed):
-        value = exc.error.headers.get("retry-after")
-    else:
-        return None
+        return parse_retry_after(exc.retry_after)
+    if isinstance(exc, TargetFailed):
+        return parse_retry_after(exc.error.headers.get("retry-after"))
+    return None
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from now that a Retry-After value asks for: delta-seconds or an HTTP date (a date
+    already past is 0). None for anything else: a negative, infinite or NaN number, or garbage."""
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return seconds if 0 <= seconds < math.inf else None   # NaN fails both comparisons
     try:
         return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
 
 

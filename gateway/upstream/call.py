@@ -29,11 +29,19 @@ class JsonAnswer:
     target: Target
 
 
+def _no_verdict(completed: bool | None) -> None:
+    pass
+
+
 @dataclass
 class StreamAnswer:
     response: aiohttp.ClientResponse   # headers are in; the body is the SSE stream
     target: Target
     release: Callable[[], None]        # frees the provider slot (once, however often called)
+    # What the stream's end says about its target, for the circuit breaker; routing sets it
+    # (routing/attempt.py) and the pump calls it once: True (complete), False (broke, timed out,
+    # ended before [DONE]), None (the client left first).
+    verdict: Callable[[bool | None], None] = _no_verdict
 
 
 Answer = JsonAnswer | StreamAnswer

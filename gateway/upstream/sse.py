@@ -43,7 +43,8 @@ class StreamPassthrough:
     A client that leaves cancels the upstream read at once: the connection to the provider is
     closed (the provider sees the disconnect) and the concurrency slot is freed.
     A stream that breaks, times out or ends without `[DONE]` ends with an SSE error event, so the
-    client never mistakes a truncated answer for a complete one.
+    client never mistakes a truncated answer for a complete one, and counts as a failure of its
+    target (`answer.verdict`): the circuit breaker learns of it even though the status was 200.
 
     `strip_usage`: the gateway asked for the usage chunk the client did not; it is kept for the
     gateway's accounting and not forwarded. Every chunk the upstream sent (usage included) is kept
@@ -59,6 +60,7 @@ class StreamPassthrough:
         self.on_end = on_end
         self.chunks: list[bytes] = []
         self.completed = False  # saw `[DONE]` and the upstream closed cleanly
+        self.judged = False     # the stream's verdict on its target was given
 
     async def __call__(self, scope, receive, send) -> None:
         started = time.perf_counter()
@@ -81,6 +83,8 @@ class StreamPassthrough:
                 self.answer.response.close()  # drop the connection so the provider stops generating
             self.record.upstream_s += time.perf_counter() - started
             self.answer.release()
+            if not self.judged:  # the client left (or could not be written to) before the end
+                self.judge(None)
             if pump.done() and not pump.cancelled() and pump.exception() is not None:
                 exc = pump.exception()
                 if not isinstance(exc, OSError):  # OSError: the client went away while we wrote
@@ -117,6 +121,9 @@ class StreamPassthrough:
             error = f"the stream from provider '{provider}' ended before [DONE]"
             record.error_kind = record.stream_error = "broken_stream"
             record.upstream_errors.append((provider, "broken_stream"))
+        # The verdict goes before the last bytes: a client that sends its next request as soon as
+        # it has them never finds this stream still holding a half-open circuit's one trial.
+        self.judge(error is None)
         if carry:
             await send({"type": "http.response.body", "body": carry, "more_body": True})
         if error is not None:
@@ -124,6 +131,10 @@ class StreamPassthrough:
         else:
             self.completed = True
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    def judge(self, completed: bool | None) -> None:
+        self.judged = True
+        self.answer.verdict(completed)
 
 
 def _without_usage(data: bytes) -> tuple[bytes, bytes]:
