@@ -112,7 +112,8 @@ class Lead:
 
 def asked_ttl(value: str, max_ttl_s: int) -> int:
     """`x-gateway-cache-ttl`: whole seconds from 1 to `max_ttl_s`. The text is checked before it is
-    read as a number: int() refuses thousands of digits, and reads "²" or "٣" that isdigit allows."""
+    read as a number: int() refuses thousands of digits, and "²" (a Latin-1 header byte) is a digit
+    to isdigit but not to int()."""
     text = value.strip()
     if text.isascii() and text.isdigit() and len(text.lstrip("0")) <= len(str(max_ttl_s)):
         ttl = int(text)
