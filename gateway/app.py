@@ -5,9 +5,10 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import re
 import time
 from contextlib import asynccontextmanager
-from typing import Any, Awaitable, Callable
+from typing import Any, Protocol
 
 import orjson
 from starlette.applications import Starlette
@@ -31,13 +32,32 @@ from .runtime import Runtime
 log = logging.getLogger("gateway")
 
 
-class Front:
-    """The outermost ASGI app. Gives every request an id (the client's `x-request-id`, else a new
-    one) and echoes it back, and sends POSTs to the proxy endpoints straight to their pipeline:
-    the hot path skips Starlette's router and exception middlewares (the pipeline answers its own
-    errors). Everything else, lifespan included, goes to the Starlette app."""
+# A client's request id is used as given when a header carries it as given everywhere it goes
+# (back to the client, to providers, into the log): 1 to 128 printable ASCII characters. Any other
+# is replaced by a new id rather than trimmed or re-encoded (an altered id matches nothing the
+# client logged), and the log line keeps what the client sent in `client_request_id`.
+REQUEST_ID = re.compile(rb"[\x20-\x7e]{1,128}")
+MAX_CLIENT_REQUEST_ID = 128   # characters of an unusable id kept for the log
 
-    def __init__(self, app: Starlette, lanes: dict[str, Callable[[Request], Awaitable[Any]]]):
+# The one path whose last part may be percent-encoded: a model id (the openai SDK encodes it, and
+# route names may hold a "/"). Anywhere else an escape is refused (see Front).
+ENCODED_ID_PREFIX = b"/v1/models/"
+
+
+class Lane(Protocol):
+    endpoint: str
+
+    async def handle(self, request: Request) -> Response: ...
+
+
+class Front:
+    """The outermost ASGI app. Gives every request an id (the client's `x-request-id` when usable,
+    else a new one) and echoes it back, refuses percent-encoded paths, and sends POSTs to the proxy
+    endpoints straight to their pipeline: the hot path skips Starlette's router and exception
+    middlewares (the pipeline answers its own errors). Everything else, lifespan included, goes to
+    the Starlette app."""
+
+    def __init__(self, app: Starlette, lanes: dict[str, Lane]):
         self.app = app
         self.lanes = lanes
 
@@ -50,31 +70,78 @@ class Front:
         rid = None
         for name, value in scope["headers"]:
             if name == b"x-request-id":
-                rid = value.decode("latin-1")[:128]
+                if REQUEST_ID.fullmatch(value):
+                    rid = value.decode("ascii")
+                elif value:
+                    scope["gateway.client_request_id"] = value.decode("utf-8", "backslashreplace")[:MAX_CLIENT_REQUEST_ID]
                 break
-        if not rid:
+        if rid is None:
             rid = os.urandom(12).hex()
         scope["gateway.request_id"] = rid
-        rid_header = (b"x-request-id", rid.encode("latin-1"))
+        rid_header = (b"x-request-id", rid.encode("ascii"))
+        started = False
 
         async def send_with_id(message):
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 message["headers"] = [*message.get("headers", ()), rid_header]
             await send(message)
 
+        raw_path = scope.get("raw_path")
+        if raw_path is not None and b"%" in raw_path and not raw_path.startswith(ENCODED_ID_PREFIX):
+            # The path served would be the decoded one, which a path filter in front of the gateway
+            # (that reads the raw path) never saw: answered as the unknown path it is, as given.
+            return await _refuse_encoded_path(self.app, scope, raw_path, receive, send_with_id)
         lane = self.lanes.get(scope["path"]) if scope["method"] == "POST" else None
         if lane is None:
-            return await self.app(scope, receive, send_with_id)
+            try:
+                return await self.app(scope, receive, send_with_id)
+            except Exception:
+                if started:  # on_unexpected answered it, logged it and counted it
+                    return
+                raise
         scope["app"] = self.app
         try:
-            response = await lane(Request(scope, receive))
+            response = await lane.handle(Request(scope, receive))
         except ClientDisconnect:
             return
-        except Exception:
+        except Exception:  # the pipeline answers its own errors: this is a last resort
             log.exception("unexpected error on %s", scope["path"])
-            response = Response(error_body("The gateway hit an internal error.", "server_error"), 500,
-                                media_type="application/json")
+            observe_edge(self.app, scope, lane.endpoint, 500, "internal_error")
+            response = internal_error()
         await response(scope, receive, send_with_id)
+
+
+def internal_error() -> Response:
+    return Response(error_body("The gateway hit an internal error.", "server_error"), 500,
+                    media_type="application/json")
+
+
+def observe_edge(app: Starlette, scope: dict[str, Any], endpoint: str, status: int, error_kind: str,
+                 path: str | None = None) -> None:
+    """Count and log a request answered outside the pipeline (an unknown or refused path, a
+    failure), as the pipeline's own are: route "none", its `path` when given."""
+    runtime: Runtime | None = getattr(app.state, "runtime", None)
+    observer: Observer | None = getattr(app.state, "observer", None)
+    if runtime is None or observer is None:
+        return
+    record = RequestRecord(scope.get("gateway.request_id", ""), endpoint)
+    record.client_request_id = scope.get("gateway.client_request_id")
+    record.status = status
+    record.error_kind = error_kind
+    if path is not None:
+        record.path = path[:512]
+    observer.finish(record, runtime)
+
+
+async def _refuse_encoded_path(app: Starlette, scope: dict[str, Any], raw_path: bytes, receive, send) -> None:
+    shown = raw_path.decode("latin-1")
+    message = (f"Unknown path {shown[:256]}: the gateway does not serve percent-encoded paths. It serves "
+               "/v1/chat/completions, /v1/embeddings and /v1/models, written plainly.")
+    observe_edge(app, scope, "unknown", 404, "encoded_path", f"{scope['method']} {shown}")
+    response = Response(error_body(message, "invalid_request_error"), 404, media_type="application/json")
+    await response(scope, receive, send)
 
 
 def json_response(data, status: int = 200) -> Response:
@@ -161,20 +228,16 @@ async def on_http_error(request: Request, exc: HTTPException) -> Response:
 def _observe_unknown(request: Request, status: int) -> None:
     """A path (or method) the gateway does not serve is counted (route "none") and logged like a
     request: a client pointed at the wrong base URL shows in the metrics, not nowhere."""
-    runtime: Runtime | None = getattr(request.app.state, "runtime", None)
-    if runtime is None:
-        return
-    record = RequestRecord(request.scope.get("gateway.request_id", ""), "unknown")
-    record.status = status
-    record.error_kind = "unknown_path" if status == 404 else "method_not_allowed"
-    record.path = f"{request.method} {request.url.path}"[:512]
-    request.app.state.observer.finish(record, runtime)
+    observe_edge(request.app, request.scope, "unknown", status,
+                 "unknown_path" if status == 404 else "method_not_allowed", f"{request.method} {request.url.path}")
 
 
 async def on_unexpected(request: Request, exc: Exception) -> Response:
+    """A failure of an endpoint other than the pipeline's (/v1/models, /admin/..., /metrics):
+    answered, logged with its traceback, and counted and logged as a request (endpoint "other")."""
     log.exception("unexpected error on %s", request.url.path)
-    return Response(error_body("The gateway hit an internal error.", "server_error"), 500,
-                    media_type="application/json")
+    observe_edge(request.app, request.scope, "other", 500, "internal_error", f"{request.method} {request.url.path}")
+    return internal_error()
 
 
 def create_app(loaded: LoadedConfig) -> CountInFlight:
@@ -218,8 +281,11 @@ def create_app(loaded: LoadedConfig) -> CountInFlight:
         lifespan=lifespan,
         exception_handlers={GatewayError: on_gateway_error, HTTPException: on_http_error, Exception: on_unexpected},
     )
+    # No redirect from `/path/` to `/path`: Starlette builds its Location from the request's Host
+    # header, which makes it an open redirect. A trailing slash is an unknown path (404) instead.
+    app.router.redirect_slashes = False
     # CountInFlight: a runtime replaced by a reload is closed only after its last request.
-    return CountInFlight(Front(app, {"/v1/chat/completions": chat.handle, "/v1/embeddings": embeddings.handle}))
+    return CountInFlight(Front(app, {"/v1/chat/completions": chat, "/v1/embeddings": embeddings}))
 
 
 async def _join_workers(app: Starlette) -> workers.Workers | None:

@@ -88,6 +88,8 @@ class RequestLines:
         }
         if record.path is not None:
             line["path"] = record.path
+        if record.client_request_id is not None:
+            line["client_request_id"] = record.client_request_id
         if record.coalesced:
             line["coalesced"] = True
         if record.similarity is not None:

@@ -7,15 +7,16 @@ parse -> authenticate -> resolve the route -> ask the cache (hit, lead or bypass
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any, Callable
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from .cache import Bypass, Hit, Lead
 from .cache.keys import tenant_of
-from .errors import GatewayError
+from .errors import GatewayError, error_body
 from .inbound.body import read_body, request_headers
 from .inbound.openai import check_chat, check_embeddings, parse_json_object, wants_usage
 from .pricing import cost_usd
@@ -38,6 +39,8 @@ DEFAULT_OUTPUT_TOKENS = 256
 # Request headers passed on to providers, besides the request id and (sometimes) Authorization.
 TRACE_HEADERS = ("traceparent", "tracestate")
 
+log = logging.getLogger("gateway")
+
 
 class Pipeline:
     def __init__(self, endpoint: str):
@@ -47,7 +50,9 @@ class Pipeline:
 
     async def handle(self, request: Request) -> Response:
         runtime: Runtime = request.app.state.runtime  # read once: a reload swaps it for new requests
-        record = RequestRecord(request.scope["gateway.request_id"], self.endpoint)
+        scope = request.scope
+        record = RequestRecord(scope["gateway.request_id"], self.endpoint)
+        record.client_request_id = scope.get("gateway.client_request_id")
         record.keep_answer = request.app.state.observer.content
         finish = _finisher(request, record, runtime)
         try:
@@ -57,6 +62,15 @@ class Pipeline:
             record.error_kind = record.error_kind or exc.code or exc.type
             return Answered(exc.body(), exc.status, exc.headers, finish,
                             getattr(exc, "content_type", "application/json"))
+        except ClientDisconnect:  # gone before its body was read: no one to answer
+            raise
+        except Exception:
+            # A bug, not a bad request: the client gets a 500 without the details, the log its
+            # traceback, and the request is counted and has its line like any other.
+            log.exception("unexpected error on %s", scope["path"])
+            record.status = 500
+            record.error_kind = "internal_error"
+            return Answered(error_body("The gateway hit an internal error.", "server_error"), 500, {}, finish)
 
     async def _run(self, request: Request, runtime: Runtime, record: RequestRecord,
                    finish: Callable[[], None]) -> Response:

@@ -14,7 +14,9 @@ from typing import Any
 @dataclass(slots=True)
 class RequestRecord:
     request_id: str
-    endpoint: str                       # "chat" | "embeddings" | "unknown" (a path the gateway does not serve)
+    # "chat" | "embeddings" | "unknown" (a path the gateway does not serve) | "other" (a failure
+    # of another endpoint: /v1/models, /admin/..., /metrics)
+    endpoint: str
     started: float = field(default_factory=time.perf_counter)
     stream: bool = False
     tenant: str | None = None           # gateway key name (or a hash of the client's token)
@@ -53,7 +55,8 @@ class RequestRecord:
     keep_answer: bool = False           # log.content is on: the answer must be read even when not cached
     messages: Any = None                # the request's messages (embeddings: input); logged only with log.content
     answer: dict[str, Any] | None = None  # the completion answered; logged only with log.content
-    path: str | None = None             # endpoint "unknown": the method and path asked for
+    path: str | None = None             # endpoint "unknown" or "other": the method and path asked for
+    client_request_id: str | None = None  # the client's x-request-id when not usable as the id (logged only)
     admission: Any = None               # what the key's limits lent this request (quota.Admission), settled at the end
     # (model, usage) of the semantic layer's own calls for this request (embeddings, judge
     # verdicts), hit or miss: charged to the key's budget.

@@ -6,24 +6,64 @@ usage estimates and providers all read the same fields.
 
 from __future__ import annotations
 
+from itertools import accumulate
 from typing import Any
 
 import orjson
 
-from ..errors import bad_request
+from ..errors import GatewayError, bad_request
+
+# How deep a body may nest arrays and objects (its own object is level 1). Well under what orjson
+# writes back (254 levels: the cache key and the upstream body are written with it) and reads
+# (1,024); real requests, JSON schemas of tools and response formats included, nest a few dozen.
+MAX_JSON_DEPTH = 128
+
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_STEPS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")   # +1 and -1 as signed bytes
 
 
 def parse_json_object(body: bytes) -> dict[str, Any]:
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
+        if nests_deeper(body, MAX_JSON_DEPTH):  # orjson refuses past 1,024 levels: say why
+            raise too_deep() from None
         raise bad_request(f"The request body is not valid JSON: {exc}") from None
+    if nests_deeper(body, MAX_JSON_DEPTH):
+        raise too_deep()
     if not isinstance(payload, dict):
         raise bad_request("The request body must be a JSON object.")
     model = payload.get("model")
     if not isinstance(model, str) or not model:
         raise bad_request("'model' is required and must be a non-empty string.", "model")
     return payload
+
+
+def nests_deeper(body: bytes, limit: int) -> bool:
+    """Whether the JSON text `body` nests arrays and objects more than `limit` levels deep, read
+    from its bytes rather than by walking what it parsed to. A body cannot nest deeper than it has
+    opening brackets (half of its brackets, once balanced), so the usual body, with a few dozen,
+    costs one pass of `translate` and no more; only a body with more is scanned for its real
+    depth, its strings taken out first (a bracket in a string is text)."""
+    if len(body.translate(None, _NOT_BRACKETS)) <= 2 * limit:
+        return False
+    steps = _outside_strings(body).translate(_STEPS, _NOT_BRACKETS)
+    return max(accumulate(memoryview(steps).cast("b")), default=0) > limit
+
+
+def _outside_strings(body: bytes) -> bytes:
+    """The JSON text without its strings. In a string a backslash always escapes the next
+    character, so once escaped backslashes (pairs, read left to right) and then escaped quotes are
+    dropped, every quote left opens or closes a string. Twice as fast as a regular expression for
+    strings on a body of many short ones (content parts, tool schemas)."""
+    if b"\\" in body:
+        body = body.replace(b"\\\\", b"").replace(b'\\"', b"")
+    return b"".join(body.split(b'"')[::2])
+
+
+def too_deep() -> GatewayError:
+    return bad_request(f"The request body nests arrays and objects too deep: the gateway accepts at most "
+                       f"{MAX_JSON_DEPTH} levels.")
 
 
 def check_chat(payload: dict[str, Any]) -> None:
