@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import ipaddress
 import os
+import signal
+import socket
 import sys
 
-from .config import ConfigError, GatewayConfig, default_config_path, load_config
+from .config import ConfigError, GatewayConfig, LoadedConfig, default_config_path, load_config
+
+# uvicorn's own graceful-shutdown timeout is this much longer than server.shutdown_grace_s: the
+# gateway ends the streams still running itself (gateway/drain.py) before uvicorn would cancel them.
+SHUTDOWN_MARGIN_S = 2.0
 
 
 def _load_or_exit(path: str):
@@ -41,15 +48,62 @@ def per_worker_warnings(config: GatewayConfig, workers: int) -> list[str]:
     return warnings
 
 
+def is_loopback(host: str) -> bool:
+    """Whether every address `host` names is a loopback one (a name is resolved as uvicorn will)."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return False
+    return bool(infos) and all(ipaddress.ip_address(str(info[4][0]).split("%")[0]).is_loopback for info in infos)
+
+
+def open_gateway_refusal(loaded: LoadedConfig, host: str, from_flag: bool) -> str | None:
+    """No auth.keys on an address others can reach: refused unless server.allow_open says it is meant."""
+    config = loaded.config
+    if config.auth.keys or config.server.allow_open or is_loopback(host):
+        return None
+    where = "--host" if from_flag else f"{loaded.path}:{loaded.lines.get(('server', 'host'), 1)}"
+    return (f"{where}: the gateway would listen on {host}, not a loopback address, with no auth.keys: anyone "
+            "who can reach it could use it (and spend the providers' keys). Add auth.keys, or set "
+            "server.allow_open: true to serve it open on purpose.")
+
+
+def open_gateway_warnings(config: GatewayConfig, host: str, port: int) -> list[str]:
+    """With no auth.keys the gateway serves anyone who reaches it: say so, and whose tokens go where."""
+    if config.auth.keys:
+        return []
+    keyed = sorted(name for name, p in config.providers.items() if p.api_key is not None)
+    passing = sorted(name for name, p in config.providers.items() if p.api_key is None)
+    parts = [f"auth.keys is empty: the gateway is open, anyone who can reach {host}:{port} may use it"]
+    if keyed:
+        parts.append(f"calls to {', '.join(keyed)} are made with the provider's api_key for anyone")
+    if passing:
+        parts.append(f"{', '.join(passing)} (no api_key) receive each client's own Authorization header")
+    return ["; ".join(parts)]
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
+    import functools
+
     import uvicorn
 
+    from .server import GatewayProtocol, Limits
     from .workers import ENV as WORKERS_DIR, make_run_dir, remove_run_dir
 
     loaded = _load_or_exit(args.config)
     server = loaded.config.server
     workers = args.workers or server.workers
-    for warning in per_worker_warnings(loaded.config, workers):
+    host = args.host or server.host
+    port = args.port if args.port is not None else server.port
+    refusal = open_gateway_refusal(loaded, host, bool(args.host))
+    if refusal is not None:
+        print(refusal, file=sys.stderr)
+        return 1
+    for warning in [*open_gateway_warnings(loaded.config, host, port), *per_worker_warnings(loaded.config, workers)]:
         print(f"warning: {warning}", file=sys.stderr)
     # Workers import the app by name and read the config path from the environment.
     os.environ["GATEWAY_CONFIG"] = os.path.abspath(args.config)
@@ -61,18 +115,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
         os.environ.pop(WORKERS_DIR, None)
     else:
         os.environ[WORKERS_DIR] = run_dir
+    # Once its graceful shutdown is done, uvicorn raises the signal that began it again, under the
+    # handler that was there before; the default one would end the process by SIGTERM (-15). The
+    # stop was clean, so the exit status is 0. (Under --workers N the parent handles the signals,
+    # and exits 0 itself once its workers are done.)
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     try:
         uvicorn.run(
-            "gateway.app:app_from_env",
+            "gateway.server:app_from_env",   # gateway.app's app inside the shutdown drain
             factory=True,
-            host=args.host or server.host,
-            port=args.port if args.port is not None else server.port,
+            host=host,
+            port=port,
             workers=workers,
             loop="uvloop",
-            http="httptools",
+            http=functools.partial(GatewayProtocol, limits=Limits.of(server)),  # httptools, with limits
             access_log=False,  # the gateway writes its own log line per request
             log_level=args.log_level,
-            timeout_graceful_shutdown=30,
+            timeout_graceful_shutdown=server.shutdown_grace_s + SHUTDOWN_MARGIN_S,
         )
     finally:
         if run_dir is not None:

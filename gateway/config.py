@@ -30,6 +30,19 @@ class ServerConfig(_Strict):
     port: int = Field(8080, ge=0, le=65535)
     max_body_bytes: int = Field(10 * 1024 * 1024, gt=0)
     workers: int = Field(1, ge=1)
+    # No auth.keys and a host other than loopback: anyone who reaches the address uses the gateway
+    # (and the providers' keys). `gateway serve` refuses that unless it is meant.
+    allow_open: bool = False
+    # What one client may hold (gateway/server.py): the request line and headers together, their
+    # number (more -> 431), the time from the connection (or a request's first byte) to the end of
+    # its headers, and from there to the end of its body (longer -> 408, and the connection closed).
+    max_header_bytes: int = Field(64 * 1024, ge=1024)
+    max_headers: int = Field(100, ge=1)
+    header_timeout_s: float = Field(10.0, gt=0, allow_inf_nan=False)
+    body_timeout_s: float = Field(60.0, gt=0, allow_inf_nan=False)
+    # SIGTERM: requests and streams in flight get this long to finish; then each stream still
+    # running ends with an SSE error event, and a request still waiting gets 503.
+    shutdown_grace_s: float = Field(30.0, ge=0, allow_inf_nan=False)
 
 
 class ProviderConfig(_Strict):
@@ -212,7 +225,9 @@ class HealthConfig(_Strict):
     enabled: bool = True
     failures_to_open: int = Field(5, ge=1)   # failures in a row (each within window_s of the last)
     window_s: float = Field(30.0, gt=0)
-    cooldown_s: float = Field(15.0, gt=0)    # open this long, then one trial request
+    # Open this long, then one trial request; sooner when the failure that opened the circuit
+    # carried a Retry-After (the provider's own word on when it is back).
+    cooldown_s: float = Field(15.0, gt=0)
 
 
 class AdminConfig(_Strict):

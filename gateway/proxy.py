@@ -52,6 +52,7 @@ class Pipeline:
         runtime: Runtime = request.app.state.runtime  # read once: a reload swaps it for new requests
         scope = request.scope
         record = RequestRecord(scope["gateway.request_id"], self.endpoint)
+        scope["gateway.record"] = record   # the shutdown drain marks a stream it ends (gateway/drain.py)
         record.client_request_id = scope.get("gateway.client_request_id")
         record.keep_answer = request.app.state.observer.content
         finish = _finisher(request, record, runtime)

@@ -71,7 +71,7 @@ class StreamPassthrough:
         finally:
             watch.cancel()
             if not pump.done():
-                self.record.client_left = True
+                self.record.client_left = self.record.stream_error != "shutdown"   # else the gateway ended it
                 pump.cancel()
                 try:
                     await pump
