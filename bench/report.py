@@ -245,6 +245,8 @@ def markdown(results: dict) -> str:
         L += mix_md(mix)
     if results.get("keys", {}).get("runs"):
         L += keys_md(results["keys"])
+    if results.get("soak"):
+        L += soak_md(results["soak"])
     mem = results.get("memory")
     if mem:
         L += ["## Memory (leak check)", "",
@@ -394,6 +396,75 @@ def mix_md(mix: dict) -> list[str]:
     return L
 
 
+def soak_md(soak: dict) -> list[str]:
+    s, res, st = soak["settings"], soak["resources"], soak["settle"]
+    n = len(soak["minutes"])
+    L = [f"## Soak: {n} minute{'s' if n != 1 else ''} of mixed traffic, a fault every minute", "",
+         f"One gateway (one worker; exact cache in a local redis-server, `cache.exact.backend: redis`; provider "
+         f"`timeout_s: {s['timeout_s']:g}`, "
+         + ("the circuit breaker at its defaults" if s.get("circuit", True) else "**the circuit breaker off**")
+         + ") in front of `tests/fake_upstream.py` "
+         f"(20 ms to answer, 20 ms a stream chunk). {s['in_flight']} clients, one request at a time each, at most one "
+         f"per {s['cycle_ms']:g} ms: 35% JSON, 25% streams, 25% 16 repeated `temperature: 0` questions (half streamed: "
+         f"exact-cache hits), 15% streams left after 1-3 chunks. Each minute's fault starts {s['fault_at_s']:g} s into "
+         f"it and lasts {s['fault_s']:g} s ({s['period_s']:g} s a minute). Errors are counted when the client saw them.",
+         "",
+         f"**{soak['requests']:,} requests** ({soak['rps']:.0f}/s): {soak['errors']:,} errors, {soak['left']:,} left "
+         f"by the client on purpose. Provider slots in flight after the traffic stopped: **{f(st['at_stop'], 0)}**, "
+         f"{f(st['final'], 0)} after {f(st.get('zero_after_s'), 1)} s (queued {f(st.get('queued'), 0)}; the upstream "
+         f"still serving {st.get('upstream_in_flight')}).", ""]
+    L += ["Findings (what looks wrong in the gateway):", ""]
+    L += [f"- {x}" for x in soak["findings"]] or ["- none"]
+    L += ["", "### Requests by outcome", "", "| status class | outcome, as the client saw it | requests | share |",
+          "|---|---|---:|---:|"]
+    for cls, outcome, n in soak["outcomes"]:
+        L.append(f"| {cls} | {outcome} | {n:,} | {100 * n / max(1, soak['requests']):.1f}% |")
+    L += ["", "| kind | ok | errors | left by the client |", "|---|---:|---:|---:|"]
+    for kind, c in soak["kinds"].items():
+        L.append(f"| {kind} | {c.get('ok', 0):,} | {c.get('error', 0):,} | {c.get('left', 0):,} |")
+    L += ["", f"Repeated questions by cache layer: {', '.join(f'{k} {v:,}' for k, v in soak['cache'].items())}; "
+          "not hits, leaving out each question's first ask and the redis-down minutes: "
+          + (", ".join(f"{n:,} {k}" for k, n in soak.get("repeats_not_hit", {}).items()) or "none") + ".", ""]
+    L += ["### Errors by fault", "",
+          "| minute | fault | done (s into the minute) | a client should see | requests | errors before / during / after | "
+          "during the fault | after it | last error, s after the fault | first upstream answer, s after | "
+          "repeats during the fault |",
+          "|---:|---|---|---|---:|---|---|---|---:|---:|---|"]
+    for p in soak["phases"]:
+        done = "; ".join(f"{at:g}: {what}" for at, what in p["steps"])
+        kinds = {seg: ", ".join(f"{n:,} {k}" for k, n in p[seg]["kinds"].items()) or "–" for seg in ("during", "after")}
+        reps = ", ".join(f"{n} {k}" for k, n in p["repeats_in_fault"].items()) or "–"
+        L.append(f"| {p['minute']} | {p['fault']} | {done} | {p.get('expected', '')} | {p['requests']:,} | {p['before']['errors']} / "
+                 f"{p['during']['errors']} / {p['after']['errors']} | {kinds['during']} | {kinds['after']} | "
+                 f"{f(p['last_error_after_fault_s'], 1)} | {f(p['upstream_back_after_s'], 1)} | {reps} |")
+    L += ["", "### Latency per minute (every request but those the client left)", "",
+          "| minute | fault | requests | errors | P50 ms | P99 ms | P99 of the ok JSON ms | P99 of the ok streams ms | "
+          "max ms |", "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for m in soak["minutes"]:
+        L.append(f"| {m['minute']} | {m['fault']} | {m['requests']:,} | {m['errors']:,} | {f(m['p50_ms'], 1)} | "
+                 f"{f(m['p99_ms'], 1)} | {f(m['p99_ok_json_ms'], 1)} | {f(m['p99_ok_stream_ms'], 1)} | "
+                 f"{f(m['max_ms'], 0)} |")
+    L += ["", "A stream's time is to its end: 12-13 chunks 20 ms apart from a healthy upstream.", ""]
+    L += ["", "### The gateway process", "", "| | start | end | max |", "|---|---:|---:|---:|",
+          f"| RSS MiB | {f(res.get('rss_start_mb'), 1)} | {f(res.get('rss_end_mb'), 1)} | {f(res.get('rss_max_mb'), 1)} |",
+          f"| open file descriptors | {res.get('fds_start')} | {res.get('fds_end')} | {res.get('fds_max')} |", "",
+          f"Sampled every {s['sample_s']:g} s from /proc (the process and its children) and /metrics; CPU "
+          f"{f(res.get('cpu_pct'), 0)}% of a core on average; most provider slots in flight in a sample: "
+          f"{f(res.get('in_flight_max'), 0)}; a /metrics scrape took {f(res.get('metrics_ms_p50'), 1)} ms (P50), "
+          f"{f(res.get('metrics_ms_max'), 0)} ms at most. Config reloads counted: {soak['reloads']['failure']:g} refused, "
+          f"{soak['reloads']['success']:g} taken. The gateway's log (level error): "
+          + (", ".join(f"{k} x{v:,}" for k, v in soak["gateway_log"].get("lines", {}).items()) or "empty")
+          + f"; Redis errors logged (at most one per 10 s): "
+          + (", ".join(f"{k} x{v}" for k, v in soak["gateway_log"].get("redis", {}).items()) or "none")
+          + f"; tracebacks: {soak['gateway_log'].get('tracebacks', 0)}. The upstream's writes to a connection the "
+          f"gateway had already closed (it gave up on the answer): {soak.get('upstream_late_writes', 0):,}.", ""]
+    if soak.get("metrics_end"):
+        L += ["Counters at the end (/metrics):", "", "| counter | value |", "|---|---:|"]
+        L += [f"| `{k}` | {v:,.0f} |" for k, v in soak["metrics_end"].items()]
+        L.append("")
+    return L
+
+
 def fmt_load(load) -> str:
     return "–" if not load else " ".join(f"{x:.2f}" for x in load)
 
@@ -415,6 +486,13 @@ def summary(results: dict) -> str:
                  f"{s['completed']}/{s['streams']} complete, TTFT p50 {f(s['ttft_ms']['p50'])} p99 {f(s['ttft_ms']['p99'])} ms")
     for name, measured, met, note in targets(results):
         L.append(f"[{'MET ' if met else ('n/a ' if met is None else 'MISS')}] {name}: {measured}" + (f" ({note})" if note else ""))
+    sk = results.get("soak")
+    if sk:
+        r = sk["resources"]
+        L.append(f"soak {len(sk['minutes'])} min: {sk['requests']:,} requests, {sk['errors']:,} errors, "
+                 f"rss {r.get('rss_start_mb')} -> {r.get('rss_end_mb')} MiB, fds {r.get('fds_start')} -> "
+                 f"{r.get('fds_end')}, slots in flight at the end {sk['settle']['final']}")
+        L += [f"  finding: {x}" for x in sk["findings"]]
     for e in results["errors"]:
         L.append(f"problem: {e}")
     return "\n".join(L)
@@ -542,4 +620,45 @@ def charts(results: dict, out: Path) -> list[str]:
         fig.savefig(out / "rss.png", dpi=120)
         plt.close(fig)
         made.append("rss.png")
+    if results.get("soak", {}).get("samples"):
+        soak_chart(plt, results["soak"], out / "soak.png")
+        made.append("soak.png")
     return made
+
+
+def soak_chart(plt, soak: dict, path: Path) -> None:
+    """P99 per minute (and errors per 5 s), RSS, and open fds with slots in flight, over the soak."""
+    t0, period = soak["t0"], soak["settings"]["period_s"]
+    mins = lambda t: (t - t0) / 60  # noqa: E731
+    fig, (ax1, ax2, ax3) = plt.subplots(3, 1, figsize=(10, 8), sharex=True)
+    for p in soak["phases"]:
+        a = mins(t0 + (p["minute"] - 1) * period + soak["settings"]["fault_at_s"])
+        for ax in (ax1, ax2, ax3):
+            ax.axvspan(a, a + soak["settings"]["fault_s"] / 60, color="tab:red", alpha=0.12, lw=0)
+        ax1.text(a, 1.0, p["fault"], transform=ax1.get_xaxis_transform(), fontsize=7, rotation=30, va="bottom")
+    starts = [(x["minute"] - 1) * period / 60 for x in soak["minutes"]]
+    for key, label, color in (("p99_ms", "P99, every request", "tab:blue"),
+                              ("p99_ok_json_ms", "P99, the ok JSON", "tab:cyan"),
+                              ("p99_ok_stream_ms", "P99, the ok streams", "tab:olive")):
+        ys = [float("nan") if x[key] is None else x[key] for x in soak["minutes"]]
+        ax1.hlines(ys, starts, [a + period / 60 for a in starts], colors=color, label=label, lw=2)
+    ax1.set_ylabel("ms, per minute")
+    ax1.set_ylim(bottom=0)
+    ax1.legend(fontsize=7, loc="upper left")
+    ax1.grid(True, which="both", alpha=0.3)
+    s = soak["samples"]
+    ax2.plot([mins(x["t"]) for x in s], [x["rss_mb"] for x in s], color="tab:purple")
+    ax2.set_ylabel("RSS, MiB")
+    ax2.set_ylim(0, max(x["rss_mb"] for x in s) * 1.15)
+    ax2.grid(True, alpha=0.3)
+    ax3.plot([mins(x["t"]) for x in s], [x["fds"] for x in s], color="tab:green", label="open fds")
+    ax3.plot([mins(x["t"]) for x in s], [x["in_flight"] or 0 for x in s], color="tab:orange",
+             label="provider slots in flight")
+    ax3.set_ylabel("count")
+    ax3.set_xlabel("minutes since the traffic started (red: a fault)")
+    ax3.legend(fontsize=7, loc="upper left")
+    ax3.grid(True, alpha=0.3)
+    fig.suptitle("Soak: one gateway, a fault every minute", y=0.995)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -5,7 +5,9 @@
 
 Scenarios (issue 6): passthrough (1 and 32 in flight), slow (256 in flight, 50 ms upstream),
 streams (1,000 concurrent SSE streams), exact (exact-cache hits), semantic (lookups against 10,000
-stored entries), mix (Zipf support traffic), memory (RSS idle / 100k / 1M), workers (--workers 2).
+stored entries), mix (Zipf support traffic), memory (RSS idle / 100k / 1M), workers (--workers 2),
+keys (what the limits cost). Not in `all`: soak (30 minutes of mixed traffic with a fault a minute;
+`--scenario soak`, `--soak-minutes`).
 Results: bench/results/<timestamp>/ (results.md, results.json, PNG charts, logs). Loopback only;
 every load is bounded in time and count.
 """
@@ -31,10 +33,13 @@ from common import (BENCH, ROOT, LOOPBACK, VENV_BIN, Busy, Proc, free_port, need
                     venv_python, wait_port)
 import peers as P  # noqa: E402
 import report  # noqa: E402
+import soak as S  # noqa: E402
 from targets import (MODELS, PRICE, Bare, Gateway, PeerTarget, UpstreamAlone, gateway_config)  # noqa: E402
 from upstream import Nginx  # noqa: E402
 
 ALL = ["passthrough", "slow", "streams", "exact", "semantic", "mix", "memory", "workers", "keys"]
+# Asked for by name only: `all` would take 30 minutes longer with it (the smoke test runs it briefly).
+EXTRA = ["soak"]
 WRK_SCENARIOS = {  # name -> (upstream kind, in flight, cacheable)
     "passthrough-1": ("instant", 1, False),
     "passthrough-32": ("instant", 32, False),
@@ -379,6 +384,23 @@ class Bench:
             redis.stop()
         self.results["keys"] = out
 
+    def soak(self) -> None:
+        """N minutes of mixed traffic against one gateway, a fault every minute (bench/soak.py)."""
+        if not self.selected("soak"):
+            return
+        try:
+            res = S.run(self.work, S.settings_from(self.args), log)
+        except Exception as exc:  # noqa: BLE001
+            return self.fail("soak", exc)
+        self.results["soak"] = res
+        self.results["errors"].extend(res["problems"])
+        r, st = res["resources"], res["settle"]
+        log(f"  soak: {res['requests']} requests, {res['errors']} errors, {res['left']} left by the client; "
+            f"rss {r.get('rss_start_mb')} -> {r.get('rss_end_mb')} MiB, fds {r.get('fds_start')} -> {r.get('fds_end')}; "
+            f"slots in flight at the end {st['final']}")
+        for finding in res["findings"]:
+            log(f"  soak finding: {finding}")
+
     def semantic(self) -> None:
         if not self.selected("semantic"):
             return
@@ -546,6 +568,7 @@ class Bench:
             self.mix()
             self.memory()
             self.keys()
+            self.soak()
         finally:
             for gw in self.shared.values():
                 gw.stop()
@@ -627,7 +650,8 @@ def versions() -> dict:
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--scenario", default="all", help=f"comma list of {','.join(ALL)} (default all)")
+    p.add_argument("--scenario", default="all",
+                   help=f"comma list of {','.join(ALL + EXTRA)} (default all: every one but {','.join(EXTRA)})")
     p.add_argument("--duration", type=float, default=10, help="seconds per measurement (default 10)")
     p.add_argument("--warmup", type=float, default=2, help="seconds of warm-up before each measurement")
     p.add_argument("--peers", type=int, default=1, help="1: run the installed peers; 0: skip them")
@@ -666,13 +690,29 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--nice", type=int, default=0,
                    help="run the bench and everything it starts at this nice level (negative needs root): "
                         "on a shared machine, -5 keeps others' work from disturbing the numbers")
+    p.add_argument("--soak-minutes", type=int, default=30, help="soak: minutes, one fault each (default 30)")
+    p.add_argument("--soak-faults", default=",".join(S.FAULTS),
+                   help="soak: the faults, one a minute in this order, repeated (default all of them)")
+    p.add_argument("--soak-period-s", type=float, default=60, help="soak: seconds per fault (a 'minute')")
+    p.add_argument("--soak-fault-at-s", type=float, default=15, help="soak: the fault starts this far into its minute")
+    p.add_argument("--soak-fault-s", type=float, default=12, help="soak: how long each fault lasts")
+    p.add_argument("--soak-in-flight", type=int, default=12, help="soak: clients, each one request at a time")
+    p.add_argument("--soak-cycle-ms", type=float, default=50,
+                   help="soak: each client starts a request at most this often (errors come fast: the rate stays steady)")
+    p.add_argument("--soak-timeout-s", type=float, default=3, help="soak: the provider's timeout_s")
+    p.add_argument("--soak-circuit", type=int, default=1,
+                   help="soak: 1 keeps the gateway's circuit breaker (its defaults); 0 turns it off, so that every "
+                        "request of a fault reaches the faulty upstream")
+    p.add_argument("--soak-sample-s", type=float, default=2, help="soak: seconds between RSS / fd / metrics samples")
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--verbose", "-v", action="store_true")
     a = p.parse_args(argv)
-    a.scenarios = ALL if a.scenario in ("all", "") else [s.strip() for s in a.scenario.split(",")]
-    unknown = set(a.scenarios) - set(ALL)
+    a.scenarios = list(ALL) if a.scenario in ("all", "") else [s.strip() for s in a.scenario.split(",")]
+    unknown = set(a.scenarios) - set(ALL + EXTRA)
     if unknown:
-        p.error(f"unknown scenario {sorted(unknown)}; known: {', '.join(ALL)}")
+        p.error(f"unknown scenario {sorted(unknown)}; known: {', '.join(ALL + EXTRA)}")
+    if a.smoke and a.scenario in ("all", ""):
+        a.scenarios += EXTRA
     if a.smoke:
         a.duration, a.warmup, a.peers = 1, 0, 0
         a.streams, a.stream_timeout, a.stream_ramps = min(a.streams, 50), 20, "0"
@@ -680,6 +720,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         a.mix_requests, a.mix_pool, a.mix_timeout = 60, 20, 60
         a.memory_checkpoints = a.memory_checkpoints or "500,1000"
         a.memory_chunk_s = 1
+        # One fault (the first, a slow upstream) in a 6 s "minute".
+        a.soak_minutes, a.soak_period_s, a.soak_fault_at_s, a.soak_fault_s = 1, 6, 1.5, 2.5
+        a.soak_in_flight, a.soak_timeout_s, a.soak_sample_s = 4, 1, 0.5
     if a.memory_checkpoints is None:
         a.memory_checkpoints = "100000,1000000" if a.long else "100000,200000"
     if a.memory_timeout is None:
@@ -696,6 +739,12 @@ def main(argv=None) -> int:
     a = parse_args(argv)
     need("nginx")
     need("wrk")
+    if "soak" in a.scenarios:
+        need("redis-server")
+        try:
+            S.settings_from(a)
+        except ValueError as exc:
+            raise SystemExit(str(exc)) from None
     if a.nice:
         os.nice(a.nice)  # inherited by nginx, the targets, wrk and the clients
     a.out.mkdir(parents=True, exist_ok=True)

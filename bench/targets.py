@@ -127,7 +127,8 @@ class Gateway(Target):
     name = "gateway"
 
     def __init__(self, workdir: Path, config: dict, workers: int = 1, tag: str = "gateway",
-                 start_timeout: float = 180, wait: bool = True, env: dict[str, str] | None = None):
+                 start_timeout: float = 180, wait: bool = True, env: dict[str, str] | None = None,
+                 request_log: bool = False):
         self.port = config["server"]["port"]
         self.workers = workers
         self.name = tag
@@ -139,7 +140,8 @@ class Gateway(Target):
                 "--port", str(self.port), "--workers", str(workers), "--log-level", "warning"]
         # The request log (one JSON line per request, written by a background thread) goes to
         # /dev/null: a 1M-request run would otherwise leave a 600 MB file. Errors stay in the log.
-        self.proc = Proc(tag, argv, workdir / f"{tag}.log", env=env).start(stdout_to_null=True)
+        # request_log: keep it (the soak's config logs only errors).
+        self.proc = Proc(tag, argv, workdir / f"{tag}.log", env=env).start(stdout_to_null=not request_log)
         self.started = time.monotonic()
         self.start_timeout = start_timeout
         self.startup_s: float | None = None

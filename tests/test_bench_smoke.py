@@ -53,8 +53,16 @@ def test_bench_smoke(tmp_path: Path) -> None:
     assert set(mix["layers"]) <= {"miss", "hit-exact", "hit-semantic", "bypass"}, mix["layers"]
     memory = results["memory"]
     assert memory["idle_mb"] > 0 and len(memory["checkpoints"]) == 2 and memory["errors"] == 0
+    # The soak (not in the bench's `all`; --smoke runs it for one 6 s "minute" with a slow upstream):
+    # the fault reached the clients, the process was sampled, and no provider slot stayed taken.
+    soak = results["soak"]
+    assert soak["requests"] > 0 and soak["phases"][0]["fault"] == "slow", soak["phases"]
+    assert soak["phases"][0]["during"]["errors"] > 0, soak["phases"][0]
+    assert soak["resources"]["rss_start_mb"] > 0 and soak["resources"]["fds_start"] > 0
+    assert soak["settle"]["final"] == 0, soak["settle"]
 
     table = (tmp_path / "results.md").read_text()
     for heading in ("## Targets", "## 1. pass-through JSON, 32 in flight", "## 3. concurrent SSE streams",
-                    "## 5. semantic-cache lookups", "## 6. a day of support traffic", "## Memory", "## --workers 2"):
+                    "## 5. semantic-cache lookups", "## 6. a day of support traffic", "## Memory", "## --workers 2",
+                    "## Soak"):
         assert heading in table, heading
