@@ -170,7 +170,7 @@ def test_a_stale_socket_and_a_stuck_worker_do_not_fail_a_scrape(serve, upstream)
     dead.bind(str(stale))
     dead.close()
     # ... and a worker that cannot answer: it accepts (the kernel does) but never replies.
-    stuck = gw.sockets()[0]
+    stuck = next(path for path in gw.sockets() if path != stale)   # a live worker's (any pid sorts either way)
     os.kill(int(stuck.name.split("-")[0]), signal.SIGSTOP)
     try:
         started = time.monotonic()
