@@ -32,6 +32,12 @@ from .errors import error_body
 # still sending (a huge header, a body) would never read the answer.
 LINGER_S = 2.0
 
+# A connection accepted but with nothing of its request read yet when the shutdown begins (a rolling
+# restart takes a new connection in the moment it stops accepting) has this long to send it: that
+# one request is served, with `connection: close`. Closing it at once would cut a client that did
+# nothing wrong, and one that sends a POST cannot tell whether it was done.
+FRESH_WAIT_S = 0.5
+
 
 @dataclass(frozen=True, slots=True)
 class Limits:
@@ -78,6 +84,8 @@ class GatewayProtocol(HttpToolsProtocol):
         self.header_timer: asyncio.TimerHandle | None = None
         self.body_timer: asyncio.TimerHandle | None = None
         self.lingering = False
+        self.fresh = True         # no request on this connection yet
+        self.closing = False      # the shutdown began: the request coming now is the last one
 
     # ---- the connection -----------------------------------------------------------------------
 
@@ -147,11 +155,14 @@ class GatewayProtocol(HttpToolsProtocol):
             raise Refused(431, self._too_large(), "request_header_fields_too_large")
         self.in_body = True
         HttpToolsProtocol.on_headers_complete(self)   # (not super(): a little less work, once per request)
+        if self.closing:
+            self.cycle.keep_alive = False
 
     def on_message_complete(self) -> None:
         self.in_body = False
         self.in_headers = True
         self.header_bytes = 0
+        self.fresh = False
         if self.body_timer is not None:
             self.body_timer.cancel()
             self.body_timer = None
@@ -259,7 +270,15 @@ class GatewayProtocol(HttpToolsProtocol):
             self.refuse(503, "The gateway is shutting down; retry the request.", "shutting_down", cycle,
                         b"retry-after: 1\r\n", linger=False)
             return
+        if cycle is None and self.fresh and not self.header_bytes:
+            self.closing = True
+            self.loop.call_later(FRESH_WAIT_S, self._close_unless_asked)
+            return
         super().shutdown()
+
+    def _close_unless_asked(self) -> None:
+        if self.cycle is None and not self.transport.is_closing():
+            self.transport.close()  # nothing came, or only part of a request's headers
 
 
 # ---- the app `gateway serve` runs ---------------------------------------------------------------

@@ -229,6 +229,20 @@ def test_idle_and_slow_connections_do_not_hold_the_shutdown(serve, upstream):
     assert [line["status"] for line in gw.lines() if line.get("error") == "shutting_down"] == [503] * 3
 
 
+def test_a_connection_accepted_as_the_shutdown_begins_gets_its_request_served(serve, upstream):
+    # What a rolling restart does to a client: it connected, the worker stopped accepting, and its
+    # request came a moment later. It is served, and the connection then closed.
+    gw = serve(config(upstream))
+    s = socket.create_connection(("127.0.0.1", gw.port), timeout=10)
+    time.sleep(0.3)   # accepted by now
+    gw.terminate()
+    time.sleep(0.1)
+    s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    head, _, _ = read_all(s).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ") and b"connection: close" in head.lower()
+    assert gw.wait(15) == 0, gw.stderr()
+
+
 def read_all(s: socket.socket) -> bytes:
     data = b""
     while True:
