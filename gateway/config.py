@@ -45,9 +45,25 @@ class ServerConfig(_Strict):
     shutdown_grace_s: float = Field(30.0, ge=0, allow_inf_nan=False)
 
 
+ProviderType = Literal["openai", "azure", "anthropic", "gemini", "bedrock"]
+
+# Where each type's API lives when `base_url` is not given (bedrock: per region).
+DEFAULT_BASE_URLS = {"anthropic": "https://api.anthropic.com",
+                     "gemini": "https://generativelanguage.googleapis.com"}
+
+
 class ProviderConfig(_Strict):
-    base_url: str
+    # The API the provider speaks (gateway/providers/): OpenAI's chat completions (any
+    # OpenAI-compatible server), Azure OpenAI, Anthropic Messages, Gemini, Bedrock Converse.
+    type: ProviderType = "openai"
+    base_url: str = ""
     api_key: str | None = None
+    # azure: the api-version of classic deployment URLs (none: Azure's v1 API); anthropic: the
+    # anthropic-version header (default 2023-06-01); gemini: the API version in the path (v1beta).
+    api_version: str | None = None
+    region: str | None = None          # bedrock: the AWS region (base_url is then derived from it)
+    # azure: how api_key is sent: Azure's `api-key` header, or `Authorization: Bearer` (an Entra ID token)
+    auth: Literal["api-key", "bearer"] = "api-key"
     max_concurrency: int = Field(64, ge=1)
     max_queue: int = Field(512, ge=0)
     queue_timeout_s: float = Field(10.0, gt=0)
@@ -62,9 +78,25 @@ class ProviderConfig(_Strict):
     @field_validator("base_url")
     @classmethod
     def _http_url(cls, v: str) -> str:
-        if not v.startswith(("http://", "https://")):
+        if v and not v.startswith(("http://", "https://")):
             raise ValueError("base_url must start with http:// or https://")
         return v.rstrip("/")
+
+    @model_validator(mode="after")
+    def _where(self) -> "ProviderConfig":
+        if not self.base_url:
+            if self.type == "bedrock" and self.region:
+                self.base_url = f"https://bedrock-runtime.{self.region}.amazonaws.com"
+            elif self.type in DEFAULT_BASE_URLS:
+                self.base_url = DEFAULT_BASE_URLS[self.type]
+            else:
+                raise ValueError("base_url is required" + (" (or region)" if self.type == "bedrock" else ""))
+        if self.type == "bedrock" and not self.region:
+            found = re.match(r"https://bedrock-runtime(?:-fips)?\.([a-z0-9-]+)\.amazonaws\.com", self.base_url)
+            if found is None:
+                raise ValueError("a bedrock provider needs region (its requests are signed for one)")
+            self.region = found.group(1)
+        return self
 
     @field_validator("api_key")
     @classmethod
@@ -78,7 +110,13 @@ class ModelConfig(_Strict):
     name: str | None = None
     input_per_1m: float | None = Field(None, ge=0)
     output_per_1m: float | None = Field(None, ge=0)
+    # Prompt tokens read from the provider's prompt cache (OpenAI's cached_tokens, Anthropic's
+    # cache reads); cache_read_per_1m is the same price under Anthropic's word.
     cached_input_per_1m: float | None = Field(None, ge=0)
+    cache_read_per_1m: float | None = Field(None, ge=0)
+    cache_write_per_1m: float | None = Field(None, ge=0)   # prompt tokens written to it (Anthropic)
+    # The answer's token limit when the client sets none; Anthropic's API requires one.
+    max_tokens: int | None = Field(None, ge=1)
 
 
 class TargetConfig(_Strict):

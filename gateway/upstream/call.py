@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, AsyncIterator, Callable
 
 import aiohttp
 import orjson
 
 from ..errors import GatewayError, too_busy, upstream_invalid, upstream_timeout, upstream_unreachable
+from ..providers.base import Call, Outgoing
 from .client import UpstreamFailure
 from .limiter import LimitExceeded, Slot
 from .request import UpstreamRequest
@@ -35,7 +36,8 @@ def _no_verdict(completed: bool | None) -> None:
 
 @dataclass
 class StreamAnswer:
-    response: aiohttp.ClientResponse   # headers are in; the body is the SSE stream
+    response: aiohttp.ClientResponse   # headers are in; the body is the provider's stream
+    chunks: AsyncIterator[bytes]       # that stream as OpenAI's SSE (the bytes themselves, for openai)
     target: Target
     release: Callable[[], None]        # frees the provider slot (once, however often called)
     # What the stream's end says about its target, for the circuit breaker; routing sets it
@@ -78,7 +80,9 @@ async def call_target(target: Target, request: UpstreamRequest) -> Answer:
     taken. Raises UpstreamStatus for an upstream error answer and TargetFailed when there is none."""
     provider = target.provider
     record = request.record
-    body = request.body(target.upstream_model, provider.config.stream_usage)
+    # Built before the wait: a field the provider cannot take is a 400 at once (GatewayError).
+    outgoing = provider.adapter.request(Call(request.path, request.payload, target.upstream_model, target.pricing,
+                                             request.stream, request.headers, request.ask_usage))
     queued = time.perf_counter()
     try:
         slot = await provider.limiter.acquire()
@@ -89,7 +93,7 @@ async def call_target(target: Target, request: UpstreamRequest) -> Answer:
     started = time.perf_counter()
     record.queue_wait_s += started - queued
     try:
-        return await _send(target, slot, request.path, body, request.headers, request.stream)
+        return await _send(target, slot, request.path, outgoing, request.stream)
     finally:
         record.upstream_s += time.perf_counter() - started  # a stream: until its headers; the pump adds the rest
 
@@ -112,13 +116,17 @@ async def call_for_gateway(target: Target, path: str, payload: dict[str, Any]) -
     """
     provider = target.provider
     try:
+        outgoing = provider.adapter.request(Call(path, payload, target.upstream_model, target.pricing, False, {}))
+    except GatewayError as exc:
+        raise CallFailed(f"{provider.name}: {exc.message}") from None
+    try:
         slot = await provider.limiter.try_acquire()
     except GatewayError:   # the shared slots cannot be counted and state.on_error says deny
         slot = None
     if slot is None:
         raise CallFailed(f"{provider.name}: no free slot for a call to {path}", busy=True)
     try:
-        answer = await _send(target, slot, path, orjson.dumps({**payload, "model": target.upstream_model}), {}, False)
+        answer = await _send(target, slot, path, outgoing, False)
     except TargetFailed as exc:
         raise CallFailed(f"{provider.name}: {exc}") from None
     except UpstreamStatus as exc:
@@ -129,22 +137,24 @@ async def call_for_gateway(target: Target, path: str, payload: dict[str, Any]) -
     return answer.data
 
 
-async def _send(target: Target, slot: Slot, path: str, body: bytes, headers: dict[str, str], stream: bool) -> Answer:
+async def _send(target: Target, slot: Slot, path: str, outgoing: Outgoing, stream: bool) -> Answer:
     """POST with a slot already taken; the slot is released here, or handed to a StreamAnswer."""
     provider = target.provider
+    adapter = provider.adapter
     handed_off = False
     try:
         try:
-            upstream = await provider.post(path, body, {**headers, **provider.headers})
+            upstream = await provider.post(outgoing.url, outgoing.body, outgoing.headers)
         except UpstreamFailure as failure:
             raise _failed(provider.name, failure, provider.config.timeout_s) from None
         content_type = upstream.headers.get("content-type", "application/json")
         if upstream.status >= 400:
             raw = await provider.read(upstream)
-            raise UpstreamStatus(upstream.status, raw, content_type, upstream.headers.get("retry-after"))
-        if stream and content_type.startswith("text/event-stream"):
+            status, raw, content_type = adapter.error(upstream.status, raw, content_type)
+            raise UpstreamStatus(status, raw, content_type, upstream.headers.get("retry-after"))
+        if stream and adapter.is_stream(content_type):
             handed_off = True
-            return StreamAnswer(upstream, target, slot.release)
+            return StreamAnswer(upstream, adapter.stream(upstream, target.upstream_model), target, slot.release)
         try:
             raw = await provider.read(upstream)
         except UpstreamFailure as failure:
@@ -155,6 +165,12 @@ async def _send(target: Target, slot: Slot, path: str, body: bytes, headers: dic
             data = None
         if not isinstance(data, dict):
             raise TargetFailed("invalid", upstream_invalid(provider.name, "the body is not JSON"))
+        if adapter.translates:
+            try:
+                data = adapter.answer(path, data, target.upstream_model)
+            except ValueError as exc:
+                raise TargetFailed("invalid", upstream_invalid(provider.name, str(exc))) from None
+            raw = orjson.dumps(data)
         return JsonAnswer(upstream.status, raw, data, target)
     finally:
         if not handed_off:

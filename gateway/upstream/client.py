@@ -7,6 +7,7 @@ import asyncio
 import aiohttp
 
 from ..config import ProviderConfig
+from ..providers import adapter_for
 from .leases import Leases
 from .limiter import GlobalLimiter, Limiter
 
@@ -21,17 +22,16 @@ class UpstreamFailure(Exception):
 
 
 class Provider:
-    """A provider's connection pool, its concurrency limiter and the headers every call carries.
-    Given `leases` (state.backend: redis), `max_concurrency` counts across every process."""
+    """A provider's connection pool, its concurrency limiter and its adapter (the API it speaks,
+    gateway/providers/). Given `leases` (state.backend: redis), `max_concurrency` counts across
+    every process."""
 
     def __init__(self, name: str, config: ProviderConfig, leases: Leases | None = None, on_error: str = "allow"):
         self.name = name
         self.config = config
         self.limiter = Limiter(config.max_concurrency, config.max_queue, config.queue_timeout_s) if leases is None \
             else GlobalLimiter(name, config.max_concurrency, config.max_queue, config.queue_timeout_s, leases, on_error)
-        self.headers = {"content-type": "application/json", **config.headers}
-        if config.api_key:
-            self.headers["authorization"] = f"Bearer {config.api_key}"
+        self.adapter = adapter_for(config)
         self.timeout = aiohttp.ClientTimeout(total=config.timeout_s, connect=config.connect_timeout_s)
         self.session: aiohttp.ClientSession | None = None
 
@@ -50,14 +50,11 @@ class Provider:
         if self.session is not None:
             await self.session.close()
 
-    def url(self, path: str) -> str:
-        return self.config.base_url + path
-
-    async def post(self, path: str, body: bytes, headers: dict[str, str]) -> aiohttp.ClientResponse:
+    async def post(self, url: str, body: bytes, headers: dict[str, str]) -> aiohttp.ClientResponse:
         """Send the request and return once the response headers are in."""
         assert self.session is not None, "provider used before the app started"
         try:
-            return await self.session.post(self.url(path), data=body, headers=headers)
+            return await self.session.post(url, data=body, headers=headers)
         except asyncio.TimeoutError:
             raise UpstreamFailure("timeout", f"no answer within {self.config.timeout_s:g}s") from None
         except aiohttp.ClientConnectorError as exc:

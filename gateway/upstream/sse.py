@@ -1,4 +1,5 @@
-"""Streaming passthrough: upstream SSE bytes go to the client as they arrive, unparsed."""
+"""Streaming passthrough: upstream SSE bytes go to the client as they arrive, unparsed (from an
+OpenAI-compatible provider; another type's adapter hands over its stream as OpenAI's events)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any, Awaitable, Callable
 import aiohttp
 
 from ..errors import error_body
+from ..providers.base import StreamFailed
 from ..record import RequestRecord
 from .call import StreamAnswer
 
@@ -99,7 +101,7 @@ class StreamPassthrough:
         error: str | None = None
         provider = self.answer.target.provider.name
         try:
-            async for chunk in self.answer.response.content.iter_any():
+            async for chunk in self.answer.chunks:
                 keep(chunk)
                 if self.strip_usage:
                     chunk, carry = _without_usage(carry + chunk)
@@ -115,6 +117,10 @@ class StreamPassthrough:
         except aiohttp.ClientError as exc:
             error = f"the stream from provider '{provider}' broke: {type(exc).__name__}"
             record.error_kind = record.stream_error = "broken_stream"
+            record.upstream_errors.append((provider, "broken_stream"))
+        except StreamFailed as exc:
+            error = f"provider '{provider}' ended the stream with an error: {exc}"
+            record.error_kind = record.stream_error = "upstream_error"
             record.upstream_errors.append((provider, "broken_stream"))
         tail = b"".join(self.chunks[-2:])[-32:]
         if error is None and b"[DONE]" not in tail:
