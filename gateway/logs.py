@@ -30,6 +30,7 @@ class Figures:
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int
+    cache_write_tokens: int
     saved_usd: float
     upstream_model: str | None   # the name the provider knows the answering model by
 
@@ -77,6 +78,7 @@ class RequestLines:
             "prompt_tokens": figures.prompt_tokens,
             "completion_tokens": figures.completion_tokens,
             "cached_tokens": figures.cached_tokens,
+            "cache_write_tokens": figures.cache_write_tokens,
             "tokens_estimated": record.usage_estimated,
             "cost_usd": round(record.cost_usd, 10),
             "saved_usd": round(figures.saved_usd, 10),

@@ -251,8 +251,8 @@ class Metrics:
                           "time minus queue wait.", ("route", "cache"), OVERHEAD_BUCKETS)
         self.queue_wait = H("gateway_upstream_queue_wait_seconds", "Time a request waited for a provider "
                             "concurrency slot.", ("provider",), QUEUE_BUCKETS)
-        self.tokens = C("gateway_tokens_total", "Tokens of upstream answers (prompt, completion, and cached: the part "
-                        "of prompt the provider served from its prompt cache).", ("model", "provider", "kind"))
+        self.tokens = C("gateway_tokens_total", "Tokens of upstream answers (prompt, completion, and cached and "
+                        "cache_write: the parts of prompt the provider read from and wrote to its prompt cache).", ("model", "provider", "kind"))
         self.tokens_estimated = C("gateway_tokens_estimated_total", "The part of gateway_tokens_total that was "
                                   "estimated from text (the provider sent no usage).", ("model", "provider", "kind"))
         self.cost = C("gateway_cost_usd_total", "USD spent upstream (answers, semantic-cache embeddings and judge "

@@ -19,7 +19,7 @@ from .metrics import Metrics
 from .pricing import cost_usd, has_prices
 from .record import RequestRecord
 from .runtime import Runtime
-from .usage import token_counts
+from .usage import cache_writes, token_counts
 
 
 log = logging.getLogger("gateway.observe")
@@ -116,14 +116,15 @@ class Observer:
             _add(m.fallbacks.values, (route, reason), 1)
 
         usage = record.usage if isinstance(record.usage, dict) else None
-        prompt = completion = cached = 0
+        prompt = completion = cached = written = 0
         saved = 0.0
         if usage is not None:
             prompt, completion, cached = token_counts(usage)
+            written = cache_writes(usage)
             if hit:
                 saved = self._hit_saving(models, record, usage)
             elif upstream:
-                self._count_tokens(model, provider, prompt, completion, cached, record.usage_estimated)
+                self._count_tokens(model, provider, prompt, completion, cached, record.usage_estimated, written)
                 _add(m.cost.values, (model, provider), record.cost_usd)
                 if model not in self._priced:
                     self._check_priced(models, model)
@@ -136,8 +137,8 @@ class Observer:
         if level >= self.min_level:
             config = models.get(record.model) if record.model is not None else None
             upstream_model = (config.name or record.model) if config is not None else record.model
-            self.log.write(self.lines.line(record, Figures(level, total, ttft, prompt, completion, cached, saved,
-                                                           upstream_model)))
+            self.log.write(self.lines.line(record, Figures(level, total, ttft, prompt, completion, cached, written,
+                                                           saved, upstream_model)))
 
     def _count_cache(self, record: RequestRecord, runtime: Runtime) -> None:
         counts = self.metrics.cache_counts
@@ -154,10 +155,10 @@ class Observer:
             counts[("semantic", "bypass")] += 1  # not consulted although the exact layer did not answer
 
     def _count_tokens(self, model: str, provider: str, prompt: int, completion: int, cached: int,
-                      estimated: bool) -> None:
+                      estimated: bool, written: int = 0) -> None:
         counts = self.metrics.tokens.values
-        for kind, n in (("prompt", prompt), ("completion", completion), ("cached", cached)):
-            if n or kind != "cached":
+        for kind, n in (("prompt", prompt), ("completion", completion), ("cached", cached), ("cache_write", written)):
+            if n or kind in ("prompt", "completion"):
                 key = (model, provider, kind)
                 counts[key] = counts.get(key, 0) + n
         if estimated:

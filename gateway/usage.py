@@ -24,6 +24,13 @@ def _count(value: Any) -> int:
     return value if type(value) is int and value > 0 else 0
 
 
+def cache_writes(usage: dict[str, Any]) -> int:
+    """Prompt tokens written to the provider's prompt cache (`prompt_tokens_details.cache_write_tokens`,
+    what the Anthropic adapter reports): part of prompt_tokens, priced apart."""
+    details = usage.get("prompt_tokens_details")
+    return _count(details.get("cache_write_tokens")) if isinstance(details, dict) else 0
+
+
 def token_counts(usage: dict[str, Any]) -> tuple[int, int, int]:
     """Prompt, completion and cached prompt tokens of an OpenAI usage object (0 for what is missing or bad)."""
     details = usage.get("prompt_tokens_details")

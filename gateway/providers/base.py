@@ -51,6 +51,7 @@ class Call:
     # A stream whose client did not ask for the usage chunk: ask for it anyway, to count the tokens
     # (the passthrough keeps it from the client). Translating adapters always send one.
     ask_usage: bool = False
+    optional: frozenset[str] = frozenset()   # fields the gateway added, which may be left out
 
 
 class StreamFailed(Exception):

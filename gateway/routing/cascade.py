@@ -40,7 +40,9 @@ async def cascade(route: Route, targets: Sequence[Target], request: UpstreamRequ
             record.escalation_cost_usd += spent
         return why
 
-    answer = await first_answer(route, targets, replace(request, payload=body, stream=False, ask_usage=False), check)
+    added = frozenset({"logprobs"}) if added_logprobs else frozenset()
+    answer = await first_answer(route, targets, replace(request, payload=body, stream=False, ask_usage=False,
+                                                        optional=added), check)
     assert isinstance(answer, JsonAnswer)
     if added_logprobs:
         strip_logprobs(answer.data)

@@ -82,7 +82,7 @@ async def call_target(target: Target, request: UpstreamRequest) -> Answer:
     record = request.record
     # Built before the wait: a field the provider cannot take is a 400 at once (GatewayError).
     outgoing = provider.adapter.request(Call(request.path, request.payload, target.upstream_model, target.pricing,
-                                             request.stream, request.headers, request.ask_usage))
+                                             request.stream, request.headers, request.ask_usage, request.optional))
     queued = time.perf_counter()
     try:
         slot = await provider.limiter.acquire()

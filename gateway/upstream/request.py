@@ -18,3 +18,6 @@ class UpstreamRequest:
     # A stream whose client did not ask for the usage chunk: ask for it anyway, to count the
     # tokens (the passthrough keeps it from the client).
     ask_usage: bool = False
+    # Fields the gateway added on its own (a cascade's logprobs): a provider that cannot take one
+    # leaves it out, where one the client sent would be refused.
+    optional: frozenset[str] = frozenset()
