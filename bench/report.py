@@ -245,6 +245,8 @@ def markdown(results: dict) -> str:
         L += mix_md(mix)
     if results.get("keys", {}).get("runs"):
         L += keys_md(results["keys"])
+    if results.get("providers", {}).get("runs"):
+        L += providers_md(results["providers"])
     if results.get("soak"):
         L += soak_md(results["soak"])
     mem = results.get("memory")
@@ -355,6 +357,26 @@ def keys_md(keys: dict) -> list[str]:
     for name, m in med.items():
         add = (f"{m['p50'] - base['p50']:+.2f} | {m['p99'] - base['p99']:+.2f}" if base and name != "no key" else "| ")
         L.append(f"| {name} | {m['rps']:,.0f} | {m['p50']:.2f} | {m['p99']:.2f} | {add} |")
+    return L + [""]
+
+
+def providers_md(providers: dict) -> list[str]:
+    """What translating to and from Anthropic's Messages API costs, against the OpenAI-compatible path."""
+    L = ["## Providers: what translating to Anthropic's API costs", "",
+         "One gateway; the same answer from an OpenAI-compatible location and from an Anthropic-shaped one "
+         "(nginx, at once). The Anthropic path builds the Messages request, parses the JSON answer and writes "
+         "a chat.completion; a stream's events are parsed and written as OpenAI chunks one by one. Each pair "
+         "run twice, alternating; the medians.", "",
+         "| case | OpenAI req/s | Anthropic req/s | OpenAI P50 ms | Anthropic P50 ms | P50 added | P99 added |",
+         "|---|---:|---:|---:|---:|---:|---:|"]
+    for case, sides in providers["runs"].items():
+        med = {side: {k: statistics.median(r[k] for r in runs) for k in ("rps", "p50", "p99")}
+               for side, runs in sides.items()}
+        o, c = med.get("openai"), med.get("anthropic")
+        if not o or not c:
+            continue
+        L.append(f"| {case} | {o['rps']:,.0f} | {c['rps']:,.0f} | {o['p50']:.3f} | {c['p50']:.3f} | "
+                 f"{c['p50'] - o['p50']:+.3f} | {c['p99'] - o['p99']:+.3f} |")
     return L + [""]
 
 

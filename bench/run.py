@@ -6,7 +6,7 @@
 Scenarios (issue 6): passthrough (1 and 32 in flight), slow (256 in flight, 50 ms upstream),
 streams (1,000 concurrent SSE streams), exact (exact-cache hits), semantic (lookups against 10,000
 stored entries), mix (Zipf support traffic), memory (RSS idle / 100k / 1M), workers (--workers 2),
-keys (what the limits cost). Not in `all`: soak (30 minutes of mixed traffic with a fault a minute;
+keys (what the limits cost), providers (what translating to Anthropic's API costs). Not in `all`: soak (30 minutes of mixed traffic with a fault a minute;
 `--scenario soak`, `--soak-minutes`).
 Results: bench/results/<timestamp>/ (results.md, results.json, PNG charts, logs). Loopback only;
 every load is bounded in time and count.
@@ -37,7 +37,7 @@ import soak as S  # noqa: E402
 from targets import (MODELS, PRICE, Bare, Gateway, PeerTarget, UpstreamAlone, gateway_config)  # noqa: E402
 from upstream import Nginx  # noqa: E402
 
-ALL = ["passthrough", "slow", "streams", "exact", "semantic", "mix", "memory", "workers", "keys"]
+ALL = ["passthrough", "slow", "streams", "exact", "semantic", "mix", "memory", "workers", "keys", "providers"]
 # Asked for by name only: `all` would take 30 minutes longer with it (the smoke test runs it briefly).
 EXTRA = ["soak"]
 WRK_SCENARIOS = {  # name -> (upstream kind, in flight, cacheable)
@@ -384,6 +384,48 @@ class Bench:
             redis.stop()
         self.results["keys"] = out
 
+    def providers(self) -> None:
+        """What a provider adapter's translation costs per request: one gateway, the same answer
+        from an OpenAI-compatible location and from an Anthropic-shaped one (nginx, instant), as
+        JSON at 1 and 32 in flight and as a stream (20 chunks at once) at 1; each pair run twice,
+        alternating."""
+        if not self.selected("providers"):
+            return
+        a = self.args
+        base = f"http://{LOOPBACK}:{self.nginx.port}"
+        cfg = gateway_config(self.nginx, None, free_port(), semantic=False)
+        pool = {"max_concurrency": 1024, "max_queue": 4096, "timeout_s": 60}
+        cfg["providers"]["sse"] = {"base_url": self.nginx.url("sse"), "api_key": "sk-bench", **pool}
+        for name in ("anthropic", "anthropic-sse"):
+            cfg["providers"][name] = {"type": "anthropic", "base_url": f"{base}/{name}", "api_key": "sk-bench", **pool}
+        cfg["models"].update({
+            "openai-sse": {"provider": "sse", "name": "gpt-4o-mini", **PRICE},
+            "claude": {"provider": "anthropic", "name": "claude-bench", "max_tokens": 128, **PRICE},
+            "claude-sse": {"provider": "anthropic-sse", "name": "claude-bench", "max_tokens": 128, **PRICE}})
+        pairs = {"json, 1 in flight": (1, False, "gpt-4o-mini", "claude"),
+                 "json, 32 in flight": (32, False, "gpt-4o-mini", "claude"),
+                 "stream, 1 in flight": (1, True, "openai-sse", "claude-sse")}
+        out: dict = {"runs": {}}
+        try:
+            gw = Gateway(self.work, cfg, tag="gateway-providers")
+        except Exception as exc:  # noqa: BLE001
+            return self.fail("providers", exc)
+        try:
+            url = gw.url("instant")
+            for _ in range(2):
+                for case, (conns, stream, openai_model, claude_model) in pairs.items():
+                    for side, model in (("openai", openai_model), ("anthropic", claude_model)):
+                        body = {**body_for(model, False), **({"stream": True} if stream else {})}
+                        r = self.wrk(url, conns, a.duration, body, [])
+                        out["runs"].setdefault(case, {}).setdefault(side, []).append(r)
+                        log(f"  providers: {case}, {side}: {r['rps']:,.0f} req/s, p50 {r['p50']:.2f} ms, "
+                            f"p99 {r['p99']:.2f} ms, errors {r['errors']}")
+        except Exception as exc:  # noqa: BLE001
+            self.fail("providers", exc)
+        finally:
+            gw.stop()
+        self.results["providers"] = out
+
     def soak(self) -> None:
         """N minutes of mixed traffic against one gateway, a fault every minute (bench/soak.py)."""
         if not self.selected("soak"):
@@ -568,6 +610,7 @@ class Bench:
             self.mix()
             self.memory()
             self.keys()
+            self.providers()
             self.soak()
         finally:
             for gw in self.shared.values():

@@ -25,6 +25,13 @@ CHAT = {
                  "logprobs": None, "finish_reason": "stop"}],
     "usage": USAGE,
 }
+# The same answer as Anthropic's Messages API gives it (the `providers` scenario: what translating costs).
+MESSAGE = {
+    "id": "msg_bench", "type": "message", "role": "assistant", "model": "claude-bench",
+    "content": [{"type": "text", "text": ANSWER}], "stop_reason": "end_turn", "stop_sequence": None,
+    "usage": {"input_tokens": 42, "output_tokens": 28, "cache_creation_input_tokens": 0,
+              "cache_read_input_tokens": 0},
+}
 CHUNKS = 20          # content events per stream
 CHUNK_DELAY_S = 0.02
 SLOW_S = 0.05
@@ -49,6 +56,23 @@ def sse_events(chunks: int = CHUNKS) -> list[str]:
     return out
 
 
+def anthropic_events(chunks: int = CHUNKS) -> list[tuple[str, str]]:
+    """The same stream in Anthropic's events: (event name, data) each."""
+    def event(name, data):
+        return name, _dumps({"type": name, **data})
+    words = (ANSWER.split() * 4)[:chunks]
+    start = {**MESSAGE, "content": [], "stop_reason": None, "usage": {**MESSAGE["usage"], "output_tokens": 1}}
+    out = [event("message_start", {"message": start}), event("ping", {}),
+           event("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}})]
+    out += [event("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": (" " if i else "") + w}})
+            for i, w in enumerate(words)]
+    out += [event("content_block_stop", {"index": 0}),
+            event("message_delta", {"delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                                    "usage": {"output_tokens": 28}}),
+            event("message_stop", {})]
+    return out
+
+
 def _nginx_str(s: str) -> str:
     assert "'" not in s and "\\" not in s
     return s
@@ -69,6 +93,9 @@ def render(directory: Path, port: int, chunks: int = CHUNKS, chunk_delay_s: floa
         "USER": "user root;" if os.geteuid() == 0 else "",
         "DIR": str(directory), "PORT": str(port), "CHAT_JSON": _nginx_str(_dumps(CHAT)),
         "SSE": "\n".join(l for l in paced if "echo_sleep" not in l and "echo_flush" not in l),
+        "MESSAGE_JSON": _nginx_str(_dumps(MESSAGE)),
+        "ANTHROPIC_SSE": "\n".join(f"            echo 'event: {name}\\ndata: {_nginx_str(data)}\\n';"
+                                   for name, data in anthropic_events(chunks)),
         "PACED": "\n".join(paced),
         "CHUNKS": str(chunks), "CHUNK_DELAY_S": f"{chunk_delay_s:g}", "SLOW_S": f"{slow_s:g}",
     }
