@@ -101,3 +101,40 @@ def test_gateway_config_env_is_the_default_path(tmp_path):
 def test_shipped_configs_are_valid(path):
     result = check_config(ROOT / path)
     assert result.returncode == 0, result.stderr
+
+
+PROVIDERS = """\
+providers:
+  openai: {base_url: https://api.openai.com/v1}
+  anthropic: {type: anthropic, api_key: sk-ant}
+  gemini: {type: gemini}
+  bedrock: {type: bedrock, region: eu-west-1}
+  bedrock-fips: {type: bedrock, base_url: https://bedrock-runtime-fips.us-east-1.amazonaws.com}
+models:
+  gpt-4o-mini: {provider: openai}
+routes:
+  support: {targets: [gpt-4o-mini]}
+"""
+
+
+def test_provider_types_and_where_their_apis_live():
+    providers = parse_config(PROVIDERS).providers
+    assert providers["openai"].type == "openai"
+    assert providers["anthropic"].base_url == "https://api.anthropic.com"
+    assert providers["gemini"].base_url == "https://generativelanguage.googleapis.com"
+    assert providers["bedrock"].base_url == "https://bedrock-runtime.eu-west-1.amazonaws.com"
+    assert providers["bedrock-fips"].region == "us-east-1"
+
+
+@pytest.mark.parametrize("line, words", [
+    ("  bedrock: {type: bedrock}", ["providers.bedrock", "base_url is required (or region)"]),
+    ("  bedrock: {type: bedrock, base_url: https://example.com}", ["providers.bedrock", "needs region"]),
+    ("  bedrock: {api_key: sk-x}", ["providers.bedrock", "base_url is required"]),
+    ("  bedrock: {type: grok}", ["providers.bedrock.type", "'openai', 'azure', 'anthropic', 'gemini' or 'bedrock'"]),
+])
+def test_a_provider_without_a_place_to_call_is_refused_with_its_line(tmp_path, line, words):
+    result = check_config(write(tmp_path, PROVIDERS.replace("  bedrock: {type: bedrock, region: eu-west-1}", line)))
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"{tmp_path / 'gateway.yaml'}:5: "), result.stderr
+    for word in words:
+        assert word in result.stderr, result.stderr

@@ -235,7 +235,7 @@ def test_the_open_warning_names_the_providers_that_receive_the_clients_tokens(tm
 
 @pytest.mark.parametrize("name", ["config/gateway.yaml", "config/examples/demo.yaml", "config/examples/replicas.yaml",
                                   "config/examples/cascade.yaml", "config/examples/cost.yaml",
-                                  "config/examples/weighted.yaml"])
+                                  "config/examples/weighted.yaml", "config/examples/providers.yaml"])
 def test_the_shipped_configs_start_as_their_hosts_say(name, monkeypatch):
     """`make serve` and `make demo` on loopback; the replicas (compose, Kubernetes) on 0.0.0.0 behind
     their load balancer, open on purpose."""
