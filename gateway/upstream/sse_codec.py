@@ -65,7 +65,8 @@ def assemble(chunks: list[bytes]) -> dict[str, Any] | None:
     for event in iter_events(chunks):
         if "error" in event:
             return None
-        base = base or event
+        if base is None and event.get("choices"):   # not a first chunk without choices (Azure's prompt filter results)
+            base = event
         if event.get("usage"):
             usage = event["usage"]
         for part in event.get("choices") or ():
