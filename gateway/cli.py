@@ -76,8 +76,9 @@ def open_gateway_warnings(config: GatewayConfig, host: str, port: int) -> list[s
     """With no auth.keys the gateway serves anyone who reaches it: say so, and whose tokens go where."""
     if config.auth.keys:
         return []
-    keyed = sorted(name for name, p in config.providers.items() if p.api_key is not None)
-    passing = sorted(name for name, p in config.providers.items() if p.api_key is None)
+    # A bedrock provider without an api_key signs with the gateway's own AWS credentials.
+    keyed = sorted(name for name, p in config.providers.items() if p.api_key is not None or p.type == "bedrock")
+    passing = sorted(name for name, p in config.providers.items() if p.api_key is None and p.type != "bedrock")
     parts = [f"auth.keys is empty: the gateway is open, anyone who can reach {host}:{port} may use it"]
     if keyed:
         parts.append(f"calls to {', '.join(keyed)} are made with the provider's api_key for anyone")
