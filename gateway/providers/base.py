@@ -19,6 +19,7 @@ from typing import Any, AsyncIterator
 
 import aiohttp
 import orjson
+from yarl import URL
 
 from ..config import ModelConfig, ProviderConfig
 from ..errors import GatewayError, error_body
@@ -31,7 +32,7 @@ EMBEDDINGS = "/embeddings"
 class Outgoing:
     """One request to the provider, ready to send."""
 
-    url: str
+    url: str | URL     # a yarl.URL when the path is encoded already (bedrock's model ids), sent as it is
     body: bytes
     headers: dict[str, str]
 

@@ -104,7 +104,7 @@ class BedrockAdapter(Adapter):
         if self.config.api_key is None:
             headers = self.signed(url, body, headers)
         # encoded=True: yarl would otherwise decode the %3A of the path, and send what was not signed.
-        return Outgoing(yarl.URL(url, encoded=True), body, headers)  # type: ignore[arg-type]
+        return Outgoing(yarl.URL(url, encoded=True), body, headers)
 
     def signed(self, url: str, body: bytes, headers: dict[str, str]) -> dict[str, str]:
         """The headers with SigV4's (Authorization, X-Amz-Date, X-Amz-Security-Token), signed now:

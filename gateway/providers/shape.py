@@ -122,8 +122,8 @@ def tool_choice(payload: dict[str, Any]) -> str | None:
     choice = payload.get("tool_choice")
     if choice is None or choice in ("auto", "required", "none"):
         return choice
-    if isinstance(choice, dict) and choice.get("type") == "function" and \
-            isinstance((choice.get("function") or {}).get("name"), str):
+    if isinstance(choice, dict) and choice.get("type") == "function" and isinstance(choice.get("function"), dict) \
+            and isinstance(choice["function"].get("name"), str):
         return choice["function"]["name"]
     raise bad_request("'tool_choice' must be auto, required, none or {\"type\": \"function\", ...}.", "tool_choice")
 
