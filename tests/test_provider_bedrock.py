@@ -341,6 +341,7 @@ def test_each_bedrock_error_is_the_sdk_exception_for_its_status(gw, bedrock, exc
             gw.client().chat.completions.create(model="claude", messages=user("hi"), stream=stream)
         assert caught.value.status_code == status
         assert f"Amazon Bedrock answered {ERRORS[exception]}: fake Bedrock {exception}" in caught.value.message
+        assert caught.value.code == exception   # x-amzn-ErrorType names it
 
 
 def test_what_converse_refuses_is_the_clients_400(gw, bedrock):

@@ -403,6 +403,8 @@ def test_googles_errors_are_the_sdks_exceptions(gw, gemini, status, code, except
     assert caught.value.status_code == code
     assert caught.value.body["message"] == f"fake {status}" and caught.value.body["code"] == status.lower()
     assert caught.value.body["type"]
+    if status == "RESOURCE_EXHAUSTED":   # Google's RetryInfo (7s in the body) as Retry-After
+        assert caught.value.response.headers["retry-after"] == "7"
 
 
 def test_a_wrong_key_is_a_401_and_no_key_a_403(start_gateway, gemini):

@@ -20,7 +20,7 @@ that retries and fallbacks take it as the provider being unavailable.
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Mapping
 
 import aiohttp
 import orjson
@@ -143,7 +143,7 @@ class AnthropicAdapter(Adapter):
     def stream(self, response: aiohttp.ClientResponse, call_model: str) -> AsyncIterator[bytes]:
         return StreamTranslation(call_model).run(response)
 
-    def error(self, status: int, raw: bytes, content_type: str) -> tuple[int, bytes, str]:
+    def error(self, status: int, raw: bytes, content_type: str, headers: Mapping[str, str]) -> tuple[int, bytes, str]:
         try:
             error = orjson.loads(raw).get("error")
         except (orjson.JSONDecodeError, AttributeError):

@@ -21,7 +21,7 @@ OpenAI's shape with the status kept.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 from urllib.parse import quote
 
 import orjson
@@ -80,7 +80,7 @@ class AzureAdapter(Adapter):
                 headers["api-key"] = token
         return {**headers, **self.headers}
 
-    def error(self, status: int, raw: bytes, content_type: str) -> tuple[int, bytes, str]:
+    def error(self, status: int, raw: bytes, content_type: str, headers: Mapping[str, str]) -> tuple[int, bytes, str]:
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError:

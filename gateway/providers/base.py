@@ -15,7 +15,7 @@ come back untouched: `translates` is false, and nothing is parsed that is only f
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Mapping
 
 import aiohttp
 import orjson
@@ -117,9 +117,13 @@ class Adapter:
         raise StreamFailed for an error the provider sent in it."""
         return response.content.iter_any()
 
-    def error(self, status: int, raw: bytes, content_type: str) -> tuple[int, bytes, str]:
+    def error(self, status: int, raw: bytes, content_type: str, headers: Mapping[str, str]) -> tuple[int, bytes, str]:
         """An error answer (status >= 400) as OpenAI's: status, body, content type."""
         return status, raw, content_type
+
+    def retry_after(self, status: int, raw: bytes, headers: Mapping[str, str]) -> str | None:
+        """How long the provider asks to wait before a retry (a Retry-After value), if it says."""
+        return headers.get("retry-after")
 
 
 def openai_error(status: int, message: str, type: str, code: str | None = None,

@@ -16,7 +16,7 @@ is a StreamFailed. Embeddings are not served (Converse has none).
 from __future__ import annotations
 
 import logging
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Mapping
 from urllib.parse import quote
 
 import aiohttp
@@ -167,9 +167,11 @@ class BedrockAdapter(Adapter):
             yield shape.DONE
         # Else the stream ended before messageStop and metadata: no [DONE], the gateway says it broke.
 
-    def error(self, status: int, raw: bytes, content_type: str) -> tuple[int, bytes, str]:
+    def error(self, status: int, raw: bytes, content_type: str, headers: Mapping[str, str]) -> tuple[int, bytes, str]:
         ours, kind, code = ERRORS.get(status, (status, "api_error" if status >= 500 else "invalid_request_error", None))
-        return openai_error(ours, f"Amazon Bedrock answered {status}: {_error_message(raw)}", kind, code)
+        # `x-amzn-ErrorType: ThrottlingException:http://internal.amazon.com/...` names the exception
+        named = headers.get("x-amzn-errortype", "").split(":", 1)[0]
+        return openai_error(ours, f"Amazon Bedrock answered {status}: {_error_message(raw)}", kind, named or code)
 
 
 # ---- credentials ------------------------------------------------------------------------------------

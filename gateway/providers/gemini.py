@@ -22,9 +22,10 @@ their status (an invalid key, 400 from Google, as 401).
 
 from __future__ import annotations
 
+import math
 import mimetypes
 import re
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Mapping
 
 import aiohttp
 import orjson
@@ -110,7 +111,11 @@ class GeminiAdapter(Adapter):
     def stream(self, response: aiohttp.ClientResponse, call_model: str) -> AsyncIterator[bytes]:
         return StreamTranslation(call_model).run(response)
 
-    def error(self, status: int, raw: bytes, content_type: str) -> tuple[int, bytes, str]:
+    def retry_after(self, status: int, raw: bytes, headers: Mapping[str, str]) -> str | None:
+        # Google says how long to wait in the 429's body (RetryInfo), not in a header.
+        return headers.get("retry-after") or retry_delay(raw)
+
+    def error(self, status: int, raw: bytes, content_type: str, headers: Mapping[str, str]) -> tuple[int, bytes, str]:
         try:
             error = orjson.loads(raw).get("error")
         except (orjson.JSONDecodeError, AttributeError):
@@ -124,6 +129,22 @@ class GeminiAdapter(Adapter):
             return openai_error(401, message, "authentication_error", "invalid_api_key")
         google_status = error.get("status")
         return openai_error(status, message, kind, google_status.lower() if isinstance(google_status, str) else None)
+
+
+def retry_delay(raw: bytes) -> str | None:
+    """A 429's RetryInfo.retryDelay ("12s", "0.5s") as a Retry-After value in whole seconds."""
+    try:
+        details = orjson.loads(raw).get("error", {}).get("details")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    for detail in details if isinstance(details, list) else ():
+        delay = detail.get("retryDelay") if isinstance(detail, dict) else None
+        if isinstance(delay, str) and delay.endswith("s"):
+            try:
+                return str(max(1, math.ceil(float(delay[:-1]))))
+            except ValueError:
+                return None
+    return None
 
 
 def model_path(model: str) -> str:

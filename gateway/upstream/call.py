@@ -150,8 +150,9 @@ async def _send(target: Target, slot: Slot, path: str, outgoing: Outgoing, strea
         content_type = upstream.headers.get("content-type", "application/json")
         if upstream.status >= 400:
             raw = await provider.read(upstream)
-            status, raw, content_type = adapter.error(upstream.status, raw, content_type)
-            raise UpstreamStatus(status, raw, content_type, upstream.headers.get("retry-after"))
+            retry_after = adapter.retry_after(upstream.status, raw, upstream.headers)
+            status, raw, content_type = adapter.error(upstream.status, raw, content_type, upstream.headers)
+            raise UpstreamStatus(status, raw, content_type, retry_after)
         if stream and adapter.is_stream(content_type):
             handed_off = True
             return StreamAnswer(upstream, adapter.stream(upstream, target.upstream_model), target, slot.release)
