@@ -36,7 +36,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import threading
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -44,8 +43,9 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from .fake_server import Served
 from .fake_upstream import (InvalidRequest, answer_text, argument_fragments, choice_count, fake_embedding,
-                            free_port, function_to_call, placeholder, top_logprobs)
+                            function_to_call, placeholder, top_logprobs)
 
 API_KEY = "azure-key-0123456789abcdef"
 ENTRA_TOKEN = "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.eyJhdWQiOiJodHRwczovL2NvZ25pdGl2ZXNlcnZpY2VzLmF6dXJlLmNvbSJ9.sig"
@@ -141,7 +141,7 @@ def invalid(message: str, param: str | None = None, code: str | None = None) -> 
 
 
 @dataclass
-class FakeAzure:
+class FakeAzure(Served):
     host: str = "127.0.0.1"
     port: int = 0
     name: str = "azure"
@@ -158,9 +158,6 @@ class FakeAzure:
         self.seen: list[Seen] = []
         self._ids = itertools.count(1)
         self._call_ids = itertools.count(1)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
 
     # ---- control -------------------------------------------------------------------------
 
@@ -175,33 +172,6 @@ class FakeAzure:
 
     def set(self, **knobs: Any) -> None:
         self.knobs = replace(self.knobs, **knobs)
-
-    def start(self) -> "FakeAzure":
-        if not self.port:
-            self.port = free_port()
-        ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(ready,), daemon=True, name=f"fake-{self.name}")
-        self._thread.start()
-        if not ready.wait(10):
-            raise RuntimeError("fake Azure did not start")
-        return self
-
-    def stop(self) -> None:
-        if self._loop is None:
-            return
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop = None
-
-    def _run(self, ready: threading.Event) -> None:
-        self._loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(self._loop)
-        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
-        self._loop.run_until_complete(self._runner.setup())
-        self._loop.run_until_complete(web.TCPSite(self._runner, self.host, self.port).start())
-        ready.set()
-        self._loop.run_forever()
 
     # ---- the server ----------------------------------------------------------------------
 

@@ -32,7 +32,6 @@ import itertools
 import os
 import re
 import struct
-import threading
 import uuid
 import zlib
 from dataclasses import dataclass, field, replace
@@ -47,7 +46,8 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from botocore.validate import ParamValidator
 
-from .fake_upstream import argument_fragments, free_port, placeholder
+from .fake_server import Served
+from .fake_upstream import argument_fragments, placeholder
 
 SERVICE = botocore.session.get_session().get_service_model("bedrock-runtime")
 # Each exception's status, as the reference gives them (ValidationException 400, ThrottlingException 429...).
@@ -101,7 +101,7 @@ class Refused(Exception):
 
 
 @dataclass
-class FakeBedrock:
+class FakeBedrock(Served):
     region: str = "us-east-1"
     models: set[str] = field(default_factory=set)
     credentials: dict[str, tuple[str, str | None]] = field(default_factory=dict)  # access key -> (secret, token)
@@ -109,14 +109,10 @@ class FakeBedrock:
     knobs: Knobs = field(default_factory=Knobs)
 
     def __post_init__(self) -> None:
-        self.host = "127.0.0.1"
-        self.port = 0
+        self.host, self.port, self.name = "127.0.0.1", 0, "bedrock"
         self.seen: list[Seen] = []
         self.refused: list[Refused] = []
         self._ids = itertools.count(1)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
 
     # ---- control -----------------------------------------------------------------------------
 
@@ -132,33 +128,10 @@ class FakeBedrock:
     def set(self, **knobs: Any) -> None:
         self.knobs = replace(self.knobs, **knobs)
 
-    def start(self) -> "FakeBedrock":
-        self.port = free_port()
-        ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(ready,), daemon=True, name="fake-bedrock")
-        self._thread.start()
-        if not ready.wait(10):
-            raise RuntimeError("fake bedrock did not start")
-        return self
-
-    def stop(self) -> None:
-        if self._loop is None:
-            return
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop = None
-
-    def _run(self, ready: threading.Event) -> None:
-        self._loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(self._loop)
+    def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self.handle)  # the path is read raw: see _operation
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        self._loop.run_until_complete(self._runner.setup())
-        self._loop.run_until_complete(web.TCPSite(self._runner, self.host, self.port).start())
-        ready.set()
-        self._loop.run_forever()
+        return app
 
     # ---- the server --------------------------------------------------------------------------
 

@@ -29,15 +29,18 @@ import itertools
 import json
 import math
 import re
-import socket
 import struct
-import threading
 import time
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Iterator
 
 import orjson
 from aiohttp import web
+
+try:
+    from .fake_server import Served, free_port  # noqa: F401 (free_port: the tests import it from here)
+except ImportError:   # run as a script (the benchmark's echo upstream, the demo)
+    from fake_server import Served, free_port  # type: ignore[no-redef]
 
 
 @dataclass
@@ -64,7 +67,7 @@ class Seen:
 
 
 @dataclass
-class FakeUpstream:
+class FakeUpstream(Served):
     host: str = "127.0.0.1"
     port: int = 0
     name: str = "fake"
@@ -79,9 +82,6 @@ class FakeUpstream:
         self.seen: list[Seen] = []
         self._ids = itertools.count(1)
         self._call_ids = itertools.count(1)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
 
     # ---- control -------------------------------------------------------------------------
 
@@ -100,37 +100,6 @@ class FakeUpstream:
 
     def calls_to(self, path: str) -> int:
         return sum(1 for s in self.seen if s.path == path)
-
-    def start(self) -> "FakeUpstream":
-        if not self.port:
-            self.port = free_port()
-        ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(ready,), daemon=True, name=f"fake-{self.name}")
-        self._thread.start()
-        if not ready.wait(10):
-            raise RuntimeError("fake upstream did not start")
-        return self
-
-    def stop(self) -> None:
-        if self._loop is None:
-            return
-        fut = asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop)
-        fut.result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop = None
-
-    def _run(self, ready: threading.Event) -> None:
-        self._loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(self._loop)
-        self._loop.run_until_complete(self._serve())
-        ready.set()
-        self._loop.run_forever()
-
-    async def _serve(self) -> None:
-        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, self.host, self.port, backlog=4096).start()
 
     # ---- the server ----------------------------------------------------------------------
 
@@ -505,12 +474,6 @@ def fake_embedding(text: str, dims: int = 32) -> list[float]:
     raw = struct.unpack(f"<{dims}i", seed[: dims * 4])
     norm = math.sqrt(sum(v * v for v in raw)) or 1.0
     return [v / norm for v in raw]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main() -> None:

@@ -80,7 +80,7 @@ class AnthropicAdapter(Adapter):
 
     def body_of(self, call: Call) -> dict[str, Any]:
         payload = call.payload
-        self.refuse_unsupported(payload, call.optional)
+        shape.refuse_unknown(self.type, payload, MAPPED | IGNORED, NEUTRAL, call.optional)
         system, messages = turns(payload["messages"])
         limit = shape.max_tokens(payload) or call.pricing.max_tokens or DEFAULT_MAX_TOKENS
         body: dict[str, Any] = {"model": call.model, "max_tokens": limit, "messages": messages}
@@ -107,13 +107,6 @@ class AnthropicAdapter(Adapter):
             body.update(tools_of(payload))
         return body
 
-    def refuse_unsupported(self, payload: dict[str, Any], optional: frozenset[str]) -> None:
-        for name, value in payload.items():
-            if name in MAPPED or name in IGNORED or name in optional or value is None:
-                continue
-            if any(value == v and type(value) is type(v) for v in NEUTRAL.get(name, ())):
-                continue
-            raise unsupported(self.type, f"'{name}'", name)
 
     # ---- the answer ---------------------------------------------------------------------------
 
@@ -287,15 +280,8 @@ def assistant_blocks(message: dict[str, Any], where: str) -> list[dict[str, Any]
     text = shape.text_of(message.get("content"), where) if message.get("content") is not None else ""
     if text:
         blocks.append({"type": "text", "text": text})
-    calls = message.get("tool_calls") or []
-    if not isinstance(calls, list):
-        raise bad_request(f"{where}.tool_calls must be an array.", f"{where}.tool_calls")
-    for j, call in enumerate(calls):
-        call_where = f"{where}.tool_calls[{j}]"
-        if not isinstance(call, dict) or not isinstance(call.get("id"), str):
-            raise bad_request(f"{call_where} must be a tool call with an id.", call_where)
-        name = (call.get("function") or {}).get("name")
-        blocks.append({"type": "tool_use", "id": call["id"], "name": name, "input": shape.arguments(call, call_where)})
+    for id, name, arguments in shape.tool_calls(message, where):
+        blocks.append({"type": "tool_use", "id": id, "name": name, "input": arguments})
     return blocks
 
 

@@ -23,6 +23,7 @@ from yarl import URL
 
 from ..config import ModelConfig, ProviderConfig
 from ..errors import GatewayError, error_body
+from .shape import unsupported  # noqa: F401 (the adapters' refusal, importable from here)
 
 CHAT = "/chat/completions"
 EMBEDDINGS = "/embeddings"
@@ -58,12 +59,6 @@ class Call:
 class StreamFailed(Exception):
     """The provider's stream ended in an error of its own (an `error` event): the client's stream
     ends with the gateway's SSE error event, and the target counts as failed."""
-
-
-def unsupported(provider_type: str, what: str, param: str) -> GatewayError:
-    """A request field this provider type cannot honour: a clear 400, never a field silently dropped."""
-    return GatewayError(400, f"{what} is not supported by this model's provider (type {provider_type}).",
-                        "invalid_request_error", "unsupported_parameter", param)
 
 
 class Adapter:

@@ -189,7 +189,7 @@ def _aws_credentials() -> Credentials | None:
 
 def converse_request(call: Call) -> dict[str, Any]:
     payload = call.payload
-    _refuse_what_converse_lacks(payload)
+    shape.refuse_unknown(TYPE, payload, MAPPED, AT_DEFAULT, call.optional)
     system, messages = conversation(payload["messages"])
     body: dict[str, Any] = {"messages": messages}
     if system:
@@ -210,17 +210,6 @@ def converse_request(call: Call) -> dict[str, Any]:
     if tier is not None:
         body["serviceTier"] = {"type": tier}
     return body
-
-
-def _refuse_what_converse_lacks(payload: dict[str, Any]) -> None:
-    for name, value in payload.items():
-        if name in MAPPED:
-            continue
-        allowed = AT_DEFAULT.get(name)
-        if allowed is None:
-            raise unsupported(TYPE, f"The '{name}' field", name)
-        if value is not None and not any(type(value) is type(d) and value == d for d in allowed):
-            raise unsupported(TYPE, f"'{name}' of {orjson.dumps(value).decode()[:40]}", name)
 
 
 def conversation(given: list[Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -287,17 +276,8 @@ def assistant_blocks(message: dict[str, Any], where: str) -> list[dict[str, Any]
     text = _assistant_text(message.get("content"), where)
     if text:
         blocks.append({"text": text})
-    calls = message.get("tool_calls") or []
-    if not isinstance(calls, list):
-        raise bad_request(f"{where}.tool_calls must be an array.", f"{where}.tool_calls")
-    for k, call in enumerate(calls):
-        here = f"{where}.tool_calls[{k}]"
-        function = call.get("function") if isinstance(call, dict) else None
-        if not isinstance(function, dict) or not isinstance(call.get("id"), str) \
-                or not isinstance(function.get("name"), str):
-            raise bad_request(f"{here} must be a function call with an id and a name.", here)
-        blocks.append({"toolUse": {"toolUseId": call["id"], "name": function["name"],
-                                   "input": shape.arguments(call, here)}})
+    for id, name, arguments in shape.tool_calls(message, where):
+        blocks.append({"toolUse": {"toolUseId": id, "name": name, "input": arguments}})
     return blocks
 
 

@@ -165,7 +165,11 @@ def generate_request(call: Call) -> dict[str, Any]:
     # What the gateway added on its own (a cascade's logprobs) is left out: not every Gemini model
     # takes logprobs, and a refusal would fail the call for a figure the client never asked for.
     payload = {k: v for k, v in call.payload.items() if k not in call.optional} if call.optional else call.payload
-    refuse_unsupported(payload)
+    shape.refuse_unknown(TYPE, payload, MAPPED | IGNORED, hints={"functions": " (use 'tools')",
+                                                                 "function_call": " (use 'tools')"})
+    if payload.get("parallel_tool_calls") is False:
+        raise unsupported(TYPE, "'parallel_tool_calls': false (Gemini may call several functions at once)",
+                          "parallel_tool_calls")
     system, contents = conversation(payload["messages"], call.model)
     if not contents:
         raise bad_request("'messages' needs a user message: Gemini answers contents, and system messages "
@@ -178,17 +182,6 @@ def generate_request(call: Call) -> dict[str, Any]:
         body["generationConfig"] = config
     body.update(tools_of(payload))
     return body
-
-
-def refuse_unsupported(payload: dict[str, Any]) -> None:
-    for name, value in payload.items():
-        if value is None or name in MAPPED or name in IGNORED:
-            continue
-        hint = " (use 'tools')" if name in ("functions", "function_call") else ""
-        raise unsupported(TYPE, f"'{name}'{hint}", name)
-    if payload.get("parallel_tool_calls") is False:
-        raise unsupported(TYPE, "'parallel_tool_calls': false (Gemini may call several functions at once)",
-                          "parallel_tool_calls")
 
 
 def conversation(messages: list[dict[str, Any]], model: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -287,18 +280,10 @@ def model_parts(message: dict[str, Any], where: str, names: dict[str, str], sign
     text = shape.text_of(message.get("content"), where) + str(message.get("refusal") or "")
     if text:
         out.append({"text": text})
-    calls = message.get("tool_calls") or []
-    if not isinstance(calls, list):
-        raise bad_request(f"{where}.tool_calls must be an array.", f"{where}.tool_calls")
-    for j, call in enumerate(calls):
-        call_where = f"{where}.tool_calls[{j}]"
-        function = call.get("function") if isinstance(call, dict) else None
-        name = function.get("name") if isinstance(function, dict) else None
-        if not isinstance(call, dict) or not isinstance(call.get("id"), str) or not isinstance(name, str):
-            raise bad_request(f"{call_where} must be a function tool call with an id and a name.", call_where)
-        names[call["id"]] = name
-        part: dict[str, Any] = {"functionCall": {"name": name, "args": shape.arguments(call, call_where)}}
-        signature = signature_of(call["id"])
+    for j, (id, name, arguments) in enumerate(shape.tool_calls(message, where)):
+        names[id] = name
+        part: dict[str, Any] = {"functionCall": {"name": name, "args": arguments}}
+        signature = signature_of(id)
         if signature is None and signed and j == 0:
             signature = NO_SIGNATURE   # each step's first call must carry one on Gemini 3
         if signature is not None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from ..errors import bad_request
+from ..errors import GatewayError, bad_request
 
 DONE = b"data: [DONE]\n\n"
 
@@ -79,6 +79,22 @@ def arguments(call: dict[str, Any], where: str) -> dict[str, Any]:
     return value
 
 
+def tool_calls(message: dict[str, Any], where: str) -> list[tuple[str, str, dict[str, Any]]]:
+    """An assistant message's tool calls: (id, function name, arguments as an object) each."""
+    calls = message.get("tool_calls") or []
+    if not isinstance(calls, list):
+        raise bad_request(f"{where}.tool_calls must be an array.", f"{where}.tool_calls")
+    out = []
+    for j, call in enumerate(calls):
+        here = f"{where}.tool_calls[{j}]"
+        function = call.get("function") if isinstance(call, dict) else None
+        name = function.get("name") if isinstance(function, dict) else None
+        if not isinstance(call, dict) or not isinstance(call.get("id"), str) or not isinstance(name, str):
+            raise bad_request(f"{here} must be a function tool call with an id and a name.", here)
+        out.append((call["id"], name, arguments(call, here)))
+    return out
+
+
 def stop_sequences(payload: dict[str, Any]) -> list[str] | None:
     stop = payload.get("stop")
     if stop is None:
@@ -128,7 +144,27 @@ def tool_choice(payload: dict[str, Any]) -> str | None:
     raise bad_request("'tool_choice' must be auto, required, none or {\"type\": \"function\", ...}.", "tool_choice")
 
 
+def refuse_unknown(provider_type: str, payload: dict[str, Any], known: frozenset[str] | set[str],
+                   neutral: dict[str, tuple[Any, ...]] | None = None, optional: frozenset[str] = frozenset(),
+                   hints: dict[str, str] | None = None) -> None:
+    """A 400 `unsupported_parameter` for the first field the provider type has no place for: any
+    not in `known`, unless the gateway added it itself (`optional`: a provider leaves those out) or
+    it holds a value in `neutral[name]`, one that asks for nothing (`n: 1`, `logprobs: false`)."""
+    for name, value in payload.items():
+        if value is None or name in known or name in optional:
+            continue
+        if any(value == v and type(value) is type(v) for v in (neutral or {}).get(name, ())):
+            continue
+        raise unsupported(provider_type, f"'{name}'{(hints or {}).get(name, '')}", name)
+
+
 # ---- the answer -----------------------------------------------------------------------------------
+
+def unsupported(provider_type: str, what: str, param: str) -> GatewayError:
+    """A request field this provider type cannot honour: a clear 400, never a field silently dropped."""
+    return GatewayError(400, f"{what} is not supported by this model's provider (type {provider_type}).",
+                        "invalid_request_error", "unsupported_parameter", param)
+
 
 def answer_id(prefix: str = "chatcmpl-") -> str:
     return prefix + os.urandom(12).hex()

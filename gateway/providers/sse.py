@@ -1,31 +1,48 @@
-"""Reading a provider's text/event-stream as it arrives: its events, one at a time.
+"""Reading a text/event-stream as it arrives: its events, one at a time.
 
-For the adapters that translate a stream (Anthropic's and Gemini's events become OpenAI chunks);
-an OpenAI-compatible stream is forwarded as bytes and never parsed here.
+For the adapters that translate a stream (Anthropic's and Gemini's events become OpenAI chunks)
+and for the inbound APIs that re-emit a chat stream in their own events; an OpenAI-compatible
+stream on its way to a chat client is forwarded as bytes and never parsed here.
 """
 
 from __future__ import annotations
 
-from typing import AsyncIterator
+from typing import AsyncIterator, Iterable, Iterator
 
 import aiohttp
 
 
-async def events(response: aiohttp.ClientResponse) -> AsyncIterator[tuple[str, bytes]]:
-    """(event name, data) for each event of the stream (name "message" when it has none; data
-    lines joined with newlines); comments and events without data are skipped."""
+def events(response: aiohttp.ClientResponse) -> AsyncIterator[tuple[str, bytes]]:
+    """(event name, data) for each event of a provider's stream (see `events_of`)."""
+    return events_of(response.content.iter_any())
+
+
+async def events_of(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[str, bytes]]:
+    """(event name, data) for each event of a stream's bytes, however they are cut (name "message"
+    when it has none; data lines joined with newlines); comments and events without data are
+    skipped, and what is left at the end without its blank line is dropped (as the SSE spec says:
+    an event cut short)."""
     pending = b""
-    async for chunk in response.content.iter_any():
-        pending = (pending + chunk).replace(b"\r\n", b"\n")
-        end = pending.rfind(b"\n\n")
-        if end < 0:
-            continue
-        complete, pending = pending[:end], pending[end + 2:]
-        for block in complete.split(b"\n\n"):
-            event = parse(block)
-            if event is not None:
-                yield event
-    # What is left has no blank line after it: an event cut short, dropped (as the SSE spec says).
+    async for chunk in chunks:
+        found, pending = split(pending + chunk)
+        for event in found:
+            yield event
+
+
+def split(data: bytes) -> tuple[list[tuple[str, bytes]], bytes]:
+    """The complete events in `data`, and the rest (an event not yet ended)."""
+    data = data.replace(b"\r\n", b"\n")
+    end = data.rfind(b"\n\n")
+    if end < 0:
+        return [], data
+    found = [event for event in map(parse, data[:end].split(b"\n\n")) if event is not None]
+    return found, data[end + 2:]
+
+
+def complete_events(chunks: Iterable[bytes]) -> Iterator[tuple[str, bytes]]:
+    """The complete events of a stream that has ended (its kept chunks)."""
+    found, _ = split(b"".join(chunks))
+    return iter(found)
 
 
 def parse(block: bytes) -> tuple[str, bytes] | None:
