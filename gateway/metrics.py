@@ -49,7 +49,7 @@ OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 
 QUEUE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 QUANTILES = (0.5, 0.95, 0.99)
-CACHE_LAYERS = ("exact", "semantic")
+CACHE_LAYERS = ("exact", "semantic", "embeddings")
 STATE_PARTS = ("keys", "slots")
 CACHE_RESULTS = ("hit", "miss", "bypass", "error")
 WINDOW_SLOTS = 6           # the sliding window moves in steps of window / 6
@@ -239,8 +239,9 @@ class Metrics:
     def __init__(self, live: Callable[[], Runtime | None], quantile_window_s: float = 60.0):
         C, H = CounterVec, HistogramVec
         self.requests = C("gateway_requests_total", "Requests answered, by route, the model and provider that "
-                          "answered, status class (2xx..5xx) and cache result (hit-exact, hit-semantic, miss, bypass).",
-                          ("route", "model", "provider", "status", "cache"))
+                          "answered, status class (2xx..5xx), cache result (hit-exact, hit-semantic, miss, bypass) "
+                          "and endpoint (chat, embeddings, messages).",
+                          ("route", "model", "provider", "status", "cache", "endpoint"))
         self.duration = H("gateway_request_duration_seconds", "Whole request as the client sees it, from the request "
                           "to its last byte.", ("route", "cache", "stream"), DURATION_BUCKETS)
         self.ttft = H("gateway_time_to_first_token_seconds", "Streams: from the request to the first chunk sent to "
@@ -269,7 +270,8 @@ class Metrics:
                            "failed.", ("route", "reason"))
         self.reloads = C("gateway_config_reloads_total", "Config reload attempts by result.", ("result",))
         self.cache_requests = C("gateway_cache_requests_total", "Cache lookups per layer by result: hit, miss, bypass "
-                                "(not consulted for this request), error (the backend failed; served as a miss).",
+                                "(not consulted for this request), error (the backend failed; served as a miss); "
+                                "the embeddings layer counts input items.",
                                 ("layer", "result"))
         self.state_errors = C("gateway_state_errors_total", "Calls to the state backend (Redis) that failed or "
                               "timed out, by part (keys: the keys' rpm, tpm and budget; slots: the providers' "
@@ -380,6 +382,8 @@ class Collector:
             semantic = cache.semantic
             errors = semantic.stats["errors"] if semantic is not None else 0
             cache_requests[("semantic", "error")] += self._errors("semantic", semantic, errors)
+            embeddings = cache.embeddings.store
+            cache_requests[("embeddings", "error")] += self._errors("embeddings", embeddings, embeddings.errors)
             leases = runtime.leases
             values[m.state_errors.name] = {
                 ("keys",): self._errors("keys", runtime.quota, runtime.quota.errors),
@@ -389,7 +393,8 @@ class Collector:
                 snapshot.queue_depth[name] = provider.limiter.queued
             snapshot.healthy = runtime.health.snapshot()
             settings = runtime.config.cache
-            shared = {"exact": settings.exact.backend == "redis", "semantic": bool(settings.semantic.qdrant.url)}
+            shared = {"exact": settings.exact.backend == "redis", "semantic": bool(settings.semantic.qdrant.url),
+                      "embeddings": settings.exact.backend == "redis"}
             for layer, value in m.cache_entries.items():
                 if value is not None and value >= 0:
                     snapshot.entries[layer] = (value, shared.get(layer, False))

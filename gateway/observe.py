@@ -86,7 +86,7 @@ class Observer:
         provider = record.provider if upstream else NONE  # type: ignore[assignment]
         stream = record.stream
 
-        _add(m.requests.values, (route, model, provider, status_class, cache), 1)
+        _add(m.requests.values, (route, model, provider, status_class, cache, record.endpoint), 1)
         by_route = (route, cache)
         m.duration.observe((route, cache, "true" if stream else "false"), total)
         m.window(route).add(total, now)
@@ -102,8 +102,12 @@ class Observer:
         overhead = total - upstream_s - queue_s
         m.overhead.observe(by_route, overhead if overhead > 0 else 0.0)
 
-        if record.endpoint == "chat":
+        if record.endpoint != "embeddings":   # chat completions and the other chat-like APIs
             self._count_cache(record, runtime)
+        elif record.cache_items:  # embeddings: counted per input item
+            counts = m.cache_counts
+            for result, n in record.cache_items.items():
+                counts[("embeddings", result)] += n
 
         # Upstream attempts that failed, limiter refusals, and a stream that broke after it began.
         failed = record.upstream_errors

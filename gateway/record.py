@@ -25,8 +25,9 @@ class RequestRecord:
     model: str | None = None            # the target model (config name) that answered
     provider: str | None = None
     status: int = 0
-    cache: str = "bypass"               # hit-exact | hit-semantic | miss | bypass
+    cache: str = "bypass"               # hit-exact | hit-semantic | miss | bypass (embeddings: hit-embeddings | partial)
     cache_layers: dict[str, str] = field(default_factory=dict)  # layer -> hit | miss (layers consulted)
+    cache_items: dict[str, int] | None = None   # embeddings: input items by result (hit, miss, bypass)
     coalesced: bool = False             # answered by an identical request's upstream call
     similarity: float | None = None     # semantic hits
     first_byte_s: float | None = None   # streams: when the first byte went to the client (perf_counter)

@@ -16,13 +16,14 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from ..config import CacheConfig, RouteCacheConfig
-from ..errors import bad_request
 from ..inbound.openai import message_text
 from ..upstream.target import Target
 from .coalesce import Flight, Flights
+from .embeddings import EmbeddingsCache
 from .entry import Entry, Store
 from .keys import exact_key, semantic_partition
 from .memory import MemoryStore
+from .plan import Bypass, asked_ttl
 from .redis_store import RedisStore
 
 log = logging.getLogger("gateway.cache")
@@ -41,11 +42,6 @@ class CachePlan:
     finish_reasons: frozenset[str]
     partition: str | None = None  # set when the semantic layer may answer
     text: str | None = None       # the last user message, for the semantic layer
-
-
-@dataclass(frozen=True, slots=True)
-class Bypass:
-    reason: str                  # e.g. "temperature is not 0", "route cache off"
 
 
 @dataclass(slots=True)
@@ -110,36 +106,30 @@ class Lead:
             self._flight.close()
 
 
-def asked_ttl(value: str, max_ttl_s: int) -> int:
-    """`x-gateway-cache-ttl`: whole seconds from 1 to `max_ttl_s`. The text is checked before it is
-    read as a number: int() refuses thousands of digits, and "²" (a Latin-1 header byte) is a digit
-    to isdigit but not to int()."""
-    text = value.strip()
-    if text.isascii() and text.isdigit() and len(text.lstrip("0")) <= len(str(max_ttl_s)):
-        ttl = int(text)
-        if 1 <= ttl <= max_ttl_s:
-            return ttl
-    raise bad_request(f"x-gateway-cache-ttl must be a whole number of seconds from 1 to {max_ttl_s} "
-                      "(cache.exact.max_ttl_s).")
-
-
 class Cache:
-    def __init__(self, config: CacheConfig, store: Store, semantic: Any | None):
+    def __init__(self, config: CacheConfig, store: Store, semantic: Any | None, embeddings_store: Store | None = None):
         self.config = config
         self.store = store
         self.semantic = semantic
         self.flights = Flights(store, self.get, config.exact.lock_ms, config.exact.lock_lease_ms)
+        # /v1/embeddings items: a store of the exact layer's kind, of their own (gateway/cache/embeddings.py).
+        self.embeddings = EmbeddingsCache(
+            config, embeddings_store or MemoryStore(config.exact.max_entries, config.exact.eviction))
 
     @classmethod
     async def open(cls, config: CacheConfig, targets: Mapping[str, Target]) -> "Cache":
         exact = config.exact
         store: Store
+        embeddings_store: Store
         if exact.backend == "redis":
             redis_store = RedisStore(exact.redis_url, exact.timeout_ms, exact.cooldown_s)
             await redis_store.warm()
             store = redis_store
+            embeddings_store = RedisStore(exact.redis_url, exact.timeout_ms, exact.cooldown_s)
+            await embeddings_store.warm()
         else:
             store = MemoryStore(exact.max_entries, exact.eviction)
+            embeddings_store = MemoryStore(exact.max_entries, exact.eviction)
         semantic = None
         if config.semantic.enabled and config.cacheable != "never":
             # Imported when used: the Qdrant client and the embedders cost startup time otherwise.
@@ -149,10 +139,11 @@ class Cache:
                 config.semantic, make_embedder(config.semantic.embedder, targets),
                 make_judge(config.semantic.verify, targets),
             )
-        return cls(config, store, semantic)
+        return cls(config, store, semantic, embeddings_store)
 
     async def close(self) -> None:
         await self.store.close()
+        await self.embeddings.close()
         if self.semantic is not None:
             await self.semantic.close()
 
@@ -160,10 +151,12 @@ class Cache:
 
     async def consult(self, route: str, targets: list[str], rules: RouteCacheConfig, payload: dict[str, Any],
                       headers: Mapping[str, str], tenant: str,
-                      spent: list[tuple[str, dict[str, Any]]] | None = None) -> "Hit | Lead | Bypass":
+                      spent: list[tuple[str, dict[str, Any]]] | None = None, api: str | None = None
+                      ) -> "Hit | Lead | Bypass":
         """For a chat request: the exact layer, then the semantic one (when the route allows),
-        then the flight on the exact key. `spent` gets the semantic layer's own calls (model, usage)."""
-        plan = self.plan(route, targets, rules, payload, headers, tenant)
+        then the flight on the exact key. `spent` gets the semantic layer's own calls (model, usage).
+        `api`: the inbound API when not chat completions (its requests have keys of their own)."""
+        plan = self.plan(route, targets, rules, payload, headers, tenant, api)
         if isinstance(plan, Bypass):
             return plan
         layers: dict[str, str] = {}
@@ -186,7 +179,7 @@ class Cache:
     # ---- what may be cached ---------------------------------------------------------------
 
     def plan(self, route: str, targets: list[str], rules: RouteCacheConfig, payload: dict[str, Any],
-             headers: Mapping[str, str], tenant: str) -> CachePlan | Bypass:
+             headers: Mapping[str, str], tenant: str, api: str | None = None) -> CachePlan | Bypass:
         """The cache plan for a chat request, or why it bypasses the cache."""
         if not rules.enabled:
             return Bypass("route cache off")
@@ -208,13 +201,13 @@ class Cache:
         asked = headers.get("x-gateway-cache-ttl")
         if asked is not None:
             ttl_s = asked_ttl(asked, exact.max_ttl_s)
-        plan = CachePlan(exact_key(route, targets, tenant, payload), lookup, store, ttl_s,
+        plan = CachePlan(exact_key(route, targets, tenant, payload, api), lookup, store, ttl_s,
                          frozenset(rules.finish_reasons))
         if self.semantic is not None and rules.semantic:
             text = self._semantic_text(payload["messages"])
             if text is not None:
                 plan.text = text
-                plan.partition = semantic_partition(route, targets, tenant, payload)
+                plan.partition = semantic_partition(route, targets, tenant, payload, api)
         return plan
 
     def _semantic_text(self, messages: list[dict[str, Any]]) -> str | None:
@@ -264,4 +257,4 @@ class Cache:
         semantic = None
         if self.semantic is not None:
             semantic = await self.semantic.count()
-        return {"exact": exact, "semantic": semantic}
+        return {"exact": exact, "semantic": semantic, "embeddings": await self.embeddings.count()}

@@ -54,6 +54,13 @@ class Store(Protocol):
 
     async def set(self, key: str, value: Any, ttl_s: float) -> None: ...
 
+    async def get_many(self, keys: list[str]) -> list[Any | None]:
+        """The values of `keys`, in their order: None for each one missing (all of them when the
+        backend cannot be asked). A batch is a few round trips, not one per key."""
+
+    async def set_many(self, items: list[tuple[str, Any]], ttl_s: float) -> None:
+        """Store (key, value) pairs, each for `ttl_s`, in as few round trips as the backend allows."""
+
     async def lock(self, key: str, token: str, ttl_ms: float) -> bool | None:
         """True if this flight (`token`) now holds the key's lock, expiring after `ttl_ms` unless
         renewed; False if another holds it; None if the store cannot be asked now."""

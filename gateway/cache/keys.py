@@ -29,16 +29,24 @@ def _digest(material: dict[str, Any]) -> str:
     return hashlib.blake2b(canonical, digest_size=20).hexdigest()
 
 
-def exact_key(route: str, targets: list[str], tenant: str, payload: dict[str, Any]) -> str:
+def exact_key(route: str, targets: list[str], tenant: str, payload: dict[str, Any], api: str | None = None) -> str:
+    """`api`: the inbound API when not chat completions ("messages"): each has a key space of its own."""
     params = {k: v for k, v in payload.items() if k not in NOT_IN_KEY}
-    return KEY_PREFIX + _digest({"route": route, "targets": targets, "tenant": tenant, "request": params})
+    material = {"route": route, "targets": targets, "tenant": tenant, "request": params}
+    if api is not None:
+        material["api"] = api
+    return KEY_PREFIX + _digest(material)
 
 
-def semantic_partition(route: str, targets: list[str], tenant: str, payload: dict[str, Any]) -> str:
+def semantic_partition(route: str, targets: list[str], tenant: str, payload: dict[str, Any],
+                       api: str | None = None) -> str:
     """Everything but the last user message: only requests equal in all of it may share a hit."""
     params = {k: v for k, v in payload.items() if k not in NOT_IN_KEY}
     params["messages"] = params["messages"][:-1]
-    return _digest({"route": route, "targets": targets, "tenant": tenant, "request": params, "layer": "semantic"})
+    material = {"route": route, "targets": targets, "tenant": tenant, "request": params, "layer": "semantic"}
+    if api is not None:
+        material["api"] = api
+    return _digest(material)
 
 
 def tenant_of(key_name: str | None, authorization: str | None) -> str:

@@ -40,6 +40,14 @@ class MemoryStore:
     async def set(self, key: str, value: Any, ttl_s: float) -> None:
         self._entries[key] = (time.monotonic() + ttl_s, value)
 
+    async def get_many(self, keys: list[str]) -> list[Any | None]:
+        return [await self.get(key) for key in keys]
+
+    async def set_many(self, items: list[tuple[str, Any]], ttl_s: float) -> None:
+        expires_at = time.monotonic() + ttl_s
+        for key, value in items:
+            self._entries[key] = (expires_at, value)
+
     # Coalescing across processes needs a shared store; in one process the flights are enough
     # (they never ask this store for a lock).
     async def lock(self, key: str, token: str, ttl_ms: float) -> bool | None:

@@ -32,6 +32,10 @@ REFUSED = (ResponseError, DataError, MaxConnectionsError, ValueError)
 
 SKIPPED = object()  # `_call`'s default when Redis was not asked or did not answer
 
+# Keys per MGET, or per pipeline of SETs: a batch of 2,048 embeddings is a few commands, sent at
+# once, each bounded by the timeout on its own (one huge reply must not look like Redis being down).
+BATCH_KEYS = 256
+
 
 class RedisStore:
     name = "redis"
@@ -99,6 +103,30 @@ class RedisStore:
 
     async def set(self, key: str, value: bytes, ttl_s: float) -> None:
         await self._call(self.client.set(key, value, px=max(1, int(ttl_s * 1000))), None)
+
+    async def get_many(self, keys: list[str]) -> list[bytes | None]:
+        chunks = [keys[i:i + BATCH_KEYS] for i in range(0, len(keys), BATCH_KEYS)]
+        if len(chunks) == 1:
+            replies = [await self._call(self.client.mget(chunks[0]), None)]
+        else:
+            replies = await asyncio.gather(*(self._call(self.client.mget(chunk), None) for chunk in chunks))
+        values: list[bytes | None] = []
+        for chunk, reply in zip(chunks, replies):
+            if isinstance(reply, list) and len(reply) == len(chunk):
+                values.extend(v if isinstance(v, bytes) else None for v in reply)
+            else:  # skipped, failed or odd: every key of the chunk is a miss
+                values.extend([None] * len(chunk))
+        return values
+
+    async def set_many(self, items: list[tuple[str, bytes]], ttl_s: float) -> None:
+        px = max(1, int(ttl_s * 1000))
+        calls = []
+        for i in range(0, len(items), BATCH_KEYS):
+            pipe = self.client.pipeline(transaction=False)
+            for key, value in items[i:i + BATCH_KEYS]:
+                pipe.set(key, value, px=px)
+            calls.append(self._call(pipe.execute(), None))
+        await asyncio.gather(*calls)
 
     async def lock(self, key: str, token: str, ttl_ms: float) -> bool | None:
         """True: this flight now holds the key's lock (and must `unlock` it); False: another
