@@ -17,13 +17,13 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route as HTTPRoute
 
-from .auth import require_admin
+from .auth import client_authorization, require_admin
 from .config import LoadedConfig, default_config_path, load_config
 from .errors import GatewayError, error_body, model_not_found
 from . import workers
 from .metrics import Snapshot, merge, metrics_endpoint
 from .observe import Observer
-from .proxy import Pipeline
+from .proxy import Pipeline, count_tokens
 from .record import RequestRecord
 from .explain import admin_explain
 from .reload import CountInFlight, Reloader, admin_reload
@@ -154,22 +154,33 @@ def _model_object(runtime: Runtime, name: str, created: int) -> dict[str, Any]:
     return {"id": name, "object": "model", "created": created, "owned_by": owner}
 
 
+def _anthropic_model(name: str, created: int) -> dict[str, Any]:
+    return {"type": "model", "id": name, "display_name": name,
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(created))}
+
+
 async def list_models(request: Request) -> Response:
-    """GET /v1/models: what the key presented may ask for."""
+    """GET /v1/models: what the key presented may ask for; in Anthropic's list shape when the
+    request carries `anthropic-version` (the anthropic SDK's `models.list()`)."""
     runtime: Runtime = request.app.state.runtime
-    key = runtime.authenticate(request.headers.get("authorization"))
+    key = runtime.authenticate(client_authorization(request.headers))
     created = int(runtime_started(request))
-    return json_response({"object": "list", "data": [_model_object(runtime, name, created) for name in runtime.routes
-                                                     if runtime.may_use(key, name)]})
+    names = [name for name in runtime.routes if runtime.may_use(key, name)]
+    if "anthropic-version" in request.headers:
+        return json_response({"data": [_anthropic_model(name, created) for name in names], "has_more": False,
+                              "first_id": names[0] if names else None, "last_id": names[-1] if names else None})
+    return json_response({"object": "list", "data": [_model_object(runtime, name, created) for name in names]})
 
 
 async def retrieve_model(request: Request) -> Response:
     """GET /v1/models/{id} (the SDK's `models.retrieve`): a route or model name the gateway serves."""
     runtime: Runtime = request.app.state.runtime
-    key = runtime.authenticate(request.headers.get("authorization"))
+    key = runtime.authenticate(client_authorization(request.headers))
     name = request.path_params["model"]
     if name not in runtime.routes or not runtime.may_use(key, name):
         raise model_not_found(name)   # as OpenAI: "does not exist or you do not have access to it"
+    if "anthropic-version" in request.headers:
+        return json_response(_anthropic_model(name, int(runtime_started(request))))
     return json_response(_model_object(runtime, name, int(runtime_started(request))))
 
 
@@ -263,10 +274,11 @@ def create_app(loaded: LoadedConfig) -> CountInFlight:
             await app.state.runtime.close()
             app.state.observer.close()
 
-    chat, embeddings = Pipeline("chat"), Pipeline("embeddings")
+    lanes = {"/v1/chat/completions": Pipeline("chat"), "/v1/embeddings": Pipeline("embeddings"),
+             "/v1/messages": Pipeline("messages")}
     routes = [
-        HTTPRoute("/v1/chat/completions", chat.handle, methods=["POST"]),
-        HTTPRoute("/v1/embeddings", embeddings.handle, methods=["POST"]),
+        *(HTTPRoute(path, lane.handle, methods=["POST"]) for path, lane in lanes.items()),
+        HTTPRoute("/v1/messages/count_tokens", count_tokens, methods=["POST"]),
         HTTPRoute("/v1/models", list_models, methods=["GET"]),
         HTTPRoute("/v1/models/{model:path}", retrieve_model, methods=["GET"]),
         HTTPRoute("/healthz", healthz, methods=["GET"]),
@@ -285,7 +297,7 @@ def create_app(loaded: LoadedConfig) -> CountInFlight:
     # header, which makes it an open redirect. A trailing slash is an unknown path (404) instead.
     app.router.redirect_slashes = False
     # CountInFlight: a runtime replaced by a reload is closed only after its last request.
-    return CountInFlight(Front(app, {"/v1/chat/completions": chat, "/v1/embeddings": embeddings}))
+    return CountInFlight(Front(app, lanes))
 
 
 async def _join_workers(app: Starlette) -> workers.Workers | None:

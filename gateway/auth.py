@@ -16,6 +16,17 @@ def bearer_token(authorization: str | None) -> str | None:
     return None
 
 
+def client_authorization(headers) -> str | None:
+    """The client's credentials as an Authorization value: its `Authorization` header, else
+    Anthropic's `x-api-key` (what the anthropic SDK and Claude Code send) as a bearer token."""
+    given = headers.get("authorization")
+    if given is None:
+        key = headers.get("x-api-key")
+        if key:
+            return f"Bearer {key}"
+    return given
+
+
 def presents(authorization: str | None, key: str) -> bool:
     """Whether the header carries exactly `key` as its bearer token."""
     token = bearer_token(authorization)

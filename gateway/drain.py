@@ -29,7 +29,7 @@ from .errors import error_body
 log = logging.getLogger("gateway.drain")
 
 DRAIN = "gateway.drain"      # the lifespan state's key: where the server's protocol finds the drain
-ENDPOINTS = {"/v1/chat/completions": "chat", "/v1/embeddings": "embeddings"}
+ENDPOINTS = {"/v1/chat/completions": "chat", "/v1/embeddings": "embeddings", "/v1/messages": "messages"}
 RECORD = "gateway.record"    # the request scope's key of its RequestRecord
 
 SHUTDOWN_EVENT = b"data: " + error_body(

@@ -11,12 +11,17 @@ import logging
 import time
 from typing import Any, Callable
 
+import orjson
+
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from .cache import Bypass, Hit, Lead
+from .cache.embeddings import NO_USAGE, EmbeddingsCache, item_count
 from .cache.keys import tenant_of
-from .errors import GatewayError, error_body
+from .errors import GatewayError, error_body, upstream_invalid
+from .auth import client_authorization
+from .inbound import messages as messages_api
 from .inbound.body import read_body, request_headers
 from .inbound.openai import check_chat, check_embeddings, parse_json_object, wants_usage
 from .pricing import cost_usd
@@ -25,7 +30,7 @@ from .routing import forward
 from .routing.route import Route
 from .routing.strategies import request_tokens
 from .runtime import Runtime
-from .upstream.call import JsonAnswer, StreamAnswer
+from .upstream.call import JsonAnswer, StreamAnswer, TargetFailed, UpstreamStatus, call_native
 from .upstream.request import UpstreamRequest
 from .upstream.sse import ReplayStream, StreamPassthrough, run_after
 from .upstream.sse_codec import assemble, assemble_partial, tail_usage, to_sse
@@ -42,11 +47,21 @@ TRACE_HEADERS = ("traceparent", "tracestate")
 log = logging.getLogger("gateway")
 
 
+# Inbound APIs besides chat completions and embeddings (gateway/inbound/): endpoint -> module.
+APIS: dict[str, Any] = {messages_api.ENDPOINT: messages_api}
+# Request headers of an inbound API passed on to providers (those that speak it natively read them).
+API_HEADERS = {messages_api.ENDPOINT: ("anthropic-beta",)}
+
+
 class Pipeline:
     def __init__(self, endpoint: str):
-        self.endpoint = endpoint  # "chat" | "embeddings"
-        self.path = "/chat/completions" if endpoint == "chat" else "/embeddings"
-        self.check = check_chat if endpoint == "chat" else check_embeddings
+        self.endpoint = endpoint  # "chat" | "embeddings" | an inbound API's ("messages")
+        # The inbound API's module, None for chat completions and embeddings: its requests go in
+        # its own shape to providers that speak it, in the chat form to the others.
+        self.api = APIS.get(endpoint)
+        self.path = "/embeddings" if endpoint == "embeddings" else "/chat/completions"
+        self.check = check_embeddings if endpoint == "embeddings" else check_chat if self.api is None \
+            else self.api.check
 
     async def handle(self, request: Request) -> Response:
         runtime: Runtime = request.app.state.runtime  # read once: a reload swaps it for new requests
@@ -61,8 +76,10 @@ class Pipeline:
         except GatewayError as exc:
             record.status = exc.status
             record.error_kind = record.error_kind or exc.code or exc.type
-            return Answered(exc.body(), exc.status, exc.headers, finish,
-                            getattr(exc, "content_type", "application/json"))
+            body = exc.body()
+            if self.api is not None and not isinstance(exc, UpstreamStatus):   # a provider's error is shaped already
+                body = self.api.error_body(exc.status, body)
+            return Answered(body, exc.status, exc.headers, finish, getattr(exc, "content_type", "application/json"))
         except ClientDisconnect:  # gone before its body was read: no one to answer
             raise
         except Exception:
@@ -71,12 +88,13 @@ class Pipeline:
             log.exception("unexpected error on %s", scope["path"])
             record.status = 500
             record.error_kind = "internal_error"
-            return Answered(error_body("The gateway hit an internal error.", "server_error"), 500, {}, finish)
+            body = error_body("The gateway hit an internal error.", "server_error")
+            return Answered(body if self.api is None else self.api.error_body(500, body), 500, {}, finish)
 
     async def _run(self, request: Request, runtime: Runtime, record: RequestRecord,
                    finish: Callable[[], None]) -> Response:
         headers = request_headers(request.scope)
-        client_auth = headers.get("authorization")
+        client_auth = client_authorization(headers)
         key_name = runtime.authenticate(client_auth)
         payload = parse_json_object(await read_body(request, headers, runtime.max_body_bytes))
         requested = payload.get("model")
@@ -100,20 +118,24 @@ class Pipeline:
                 upstream_headers[name] = headers[name]
         if client_auth and not runtime.auth_required:
             upstream_headers["authorization"] = client_auth
-        if self.endpoint != "chat":
-            answer = await forward(route, UpstreamRequest(payload, self.path, False, upstream_headers, record))
-            assert isinstance(answer, JsonAnswer)
-            return self._json(answer, route, record, {}, finish)
+        for name in API_HEADERS.get(self.endpoint, ()):
+            if name in headers:
+                upstream_headers[name] = headers[name]
+        if self.endpoint == "embeddings":
+            return await self._embeddings(route, UpstreamRequest(payload, self.path, False, upstream_headers, record),
+                                          runtime.cache.embeddings, headers, finish)
 
         stream = record.stream = payload.get("stream") is True
-        include_usage = wants_usage(payload)
-        # A stream is always asked for its usage chunk, to count it; the client sees it only if it asked.
+        api = self.api
+        # A stream is always asked for its usage chunk, to count it; a chat client sees it only if
+        # it asked (another API's stream carries the usage in its own events).
+        include_usage = wants_usage(payload) if api is None else False
         upstream = UpstreamRequest(payload, self.path, stream, upstream_headers, record,
-                                   ask_usage=stream and not include_usage)
+                                   ask_usage=stream and not include_usage, api=api)
         if record.admission is not None and record.admission.key.budget is not None:
             record.cache_spend = []   # the semantic layer's calls are charged to the key's budget too
         found = await runtime.cache.consult(route.name, route.target_models, route.cache, payload, headers,
-                                            record.tenant, record.cache_spend)
+                                            record.tenant, record.cache_spend, api and api.ENDPOINT)
         if isinstance(found, Bypass):
             record.cache_bypass = found.reason
             return await self._upstream(route, upstream, include_usage, finish, None)
@@ -141,6 +163,8 @@ class Pipeline:
 
             async def on_end(completed: bool, chunks: list[bytes]) -> None:
                 record.ended = time.perf_counter()
+                if self.api is not None:   # the client's stream was the API's events: read as chat chunks
+                    chunks = self.api.chat_chunks(chunks, target.upstream_model)
                 completion = None
                 usage = tail_usage(chunks) if completed and lead is None and not record.keep_answer else None
                 if usage is not None and "prompt_tokens" in usage:  # only the usage is needed
@@ -167,7 +191,7 @@ class Pipeline:
                 finish()
 
             return StreamPassthrough(answer, _answer_headers(route, target.model, headers), record,
-                                     upstream.ask_usage, on_end)
+                                     upstream.ask_usage and self.api is None, on_end)
 
         data = answer.data
         self._count_usage(record, payload, data, answer.target)
@@ -184,16 +208,55 @@ class Pipeline:
             after = complete_then_finish
         if upstream.stream:  # the provider answered a stream request with JSON: the client still gets SSE
             record.status = 200
-            return ReplayStream(to_sse(data, include_usage), _answer_headers(route, answer.target.model, headers),
+            return ReplayStream(self._sse(data, include_usage), _answer_headers(route, answer.target.model, headers),
                                 record, after)
         return self._json(answer, route, record, headers, after)
+
+    async def _embeddings(self, route: Route, upstream: UpstreamRequest, cache: EmbeddingsCache,
+                          headers: dict[str, str], finish: Callable[[], None]) -> Response:
+        """Each input item is looked up on its own; only the missing ones go upstream, in one call,
+        and the answer is put back together in input order (gateway/cache/embeddings.py)."""
+        record, payload = upstream.record, upstream.payload
+        found = await cache.consult(route.name, route.target_models, route.cache, payload, headers, record.tenant)
+        if isinstance(found, Bypass):
+            record.cache_bypass = found.reason
+            record.cache_items = {"bypass": item_count(payload.get("input"))}
+            answer = await forward(route, upstream)
+            assert isinstance(answer, JsonAnswer)
+            return self._json(answer, route, record, {"x-gateway-cache": "bypass"}, finish)
+        record.cache = found.result
+        record.cache_items = found.counts
+        if not found.missing:  # all hits: nothing sent, nothing spent
+            record.status = 200
+            record.model = record.saved_model = found.model
+            record.usage = dict(NO_USAGE)
+            extra = {"x-gateway-cache": record.cache, "x-gateway-cost-usd": "0.00000000"}
+            return Answered(found.answer(), 200, _answer_headers(route, found.model, extra), finish)
+        if not found.whole:
+            upstream = UpstreamRequest(found.upstream_payload(payload), self.path, False, upstream.headers, record)
+        answer = await forward(route, upstream)
+        assert isinstance(answer, JsonAnswer)
+        body = found.merge(answer.data, answer.raw, answer.target.model)
+        if body is None:  # paid for, but not one embedding per item sent: it cannot be put together
+            _embeddings_usage(record, answer)
+            raise upstream_invalid(answer.target.provider.name, "the embeddings do not match the input sent")
+        after: Callable[[], Any] = finish
+        if found.store:
+            async def store_then_finish() -> None:
+                record.ended = time.perf_counter()  # the reply is out; the store is not the client's wait
+                await cache.put(found)
+                finish()
+
+            after = store_then_finish
+        if body is not answer.raw:
+            answer = JsonAnswer(answer.status, body, answer.data, answer.target)
+        return self._json(answer, route, record, {"x-gateway-cache": record.cache}, after)
 
     def _json(self, answer: JsonAnswer, route: Route, record: RequestRecord, headers: dict[str, str],
               after: Callable[[], Any]) -> Response:
         record.status = answer.status
         if self.endpoint != "chat":
-            record.usage = answer.data.get("usage") if isinstance(answer.data.get("usage"), dict) else None
-            record.cost_usd = cost_usd(answer.target.pricing, record.usage)
+            _embeddings_usage(record, answer)
         headers = _answer_headers(route, answer.target.model, headers)
         headers["x-gateway-cost-usd"] = f"{record.cost_usd:.8f}"
         return Answered(answer.raw, answer.status, headers, after)
@@ -225,9 +288,49 @@ class Pipeline:
         if hit.similarity is not None:
             headers["x-gateway-similarity"] = f"{hit.similarity:.4f}"
         if record.stream:
-            return ReplayStream(to_sse(completion, include_usage), headers, record, finish)
+            return ReplayStream(self._sse(completion, include_usage), headers, record, finish)
         headers["x-gateway-cost-usd"] = "0.00000000"
-        return Answered(hit.entry.body, 200, headers, finish)
+        return Answered(hit.entry.body if self.api is None else self.api.render(completion), 200, headers, finish)
+
+    def _sse(self, completion: dict[str, Any], include_usage: bool) -> list[bytes]:
+        """A whole answer as the client's stream: chat chunks, or the inbound API's events."""
+        if self.api is None:
+            return to_sse(completion, include_usage)
+        return self.api.replay(to_sse(completion, True))
+
+
+async def count_tokens(request: Request) -> Response:
+    """POST /v1/messages/count_tokens (the anthropic SDK's `messages.count_tokens`): the provider's
+    own count when the route's first target speaks Messages natively, else an estimate from the
+    prompt's text, marked `x-gateway-tokens-estimated: true`. Errors in Anthropic's shape."""
+    runtime: Runtime = request.app.state.runtime
+    headers = request_headers(request.scope)
+    try:
+        client_auth = client_authorization(headers)
+        key_name = runtime.authenticate(client_auth)
+        payload = parse_json_object(await read_body(request, headers, runtime.max_body_bytes))
+        messages_api.check({**payload, "max_tokens": 1})   # count_tokens takes no max_tokens
+        runtime.check_model_allowed(key_name, payload["model"])
+        route = runtime.resolve(payload["model"], payload, headers)
+        target = route.targets[0]
+        if "count_tokens" not in target.provider.adapter.native:
+            return Response(orjson.dumps({"input_tokens": messages_api.estimate_tokens(payload)}), 200,
+                            {"x-gateway-tokens-estimated": "true", "x-gateway-target": target.model},
+                            media_type="application/json")
+        sent = {"x-request-id": request.scope["gateway.request_id"]}
+        if client_auth and not runtime.auth_required:
+            sent["authorization"] = client_auth
+        for name in API_HEADERS[messages_api.ENDPOINT]:
+            if name in headers:
+                sent[name] = headers[name]
+        try:
+            answer = await call_native(target, "count_tokens", payload, sent)
+        except TargetFailed as exc:
+            raise exc.error from None
+        return Response(answer.raw, 200, {"x-gateway-target": target.model}, media_type="application/json")
+    except GatewayError as exc:
+        body = exc.body() if isinstance(exc, UpstreamStatus) else messages_api.error_body(exc.status, exc.body())
+        return Response(body, exc.status, exc.headers, media_type="application/json")
 
 
 class Answered(Response):
@@ -245,6 +348,12 @@ class Answered(Response):
             await send({"type": "http.response.body", "body": self.body})
         finally:
             await run_after(self.after)
+
+
+def _embeddings_usage(record: RequestRecord, answer: JsonAnswer) -> None:
+    """An embeddings answer's usage is what the provider billed for the items it was sent."""
+    record.usage = answer.data.get("usage") if isinstance(answer.data.get("usage"), dict) else None
+    record.cost_usd = cost_usd(answer.target.pricing, record.usage)
 
 
 def _answer_headers(route: Route, target: str, extra: dict[str, str]) -> dict[str, str]:

@@ -82,7 +82,30 @@ class FakeAnthropic(FakeUpstream):
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/v1/messages", self.messages)
+        app.router.add_post("/v1/messages/count_tokens", self.count_tokens)
         return app
+
+    async def count_tokens(self, request: web.Request) -> web.Response:
+        """The API's token count: the body of a Messages request without max_tokens (or stream)."""
+        self.calls += 1
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        try:
+            body = orjson.loads(await request.read())
+        except orjson.JSONDecodeError:
+            body = None
+        self.seen.append(Seen(request.path, body if isinstance(body, dict) else {}, headers))
+        try:
+            if headers.get("x-api-key") != API_KEY:
+                raise Refused("invalid x-api-key", "authentication_error")
+            if not isinstance(body, dict):
+                raise Refused("There was an issue with your request body: the body is not a JSON object")
+            for name in ("max_tokens", "stream", "stop_sequences", "temperature", "top_p", "top_k", "metadata"):
+                if name in body:
+                    raise Refused(f"{name}: Extra inputs are not permitted")
+            check({**body, "max_tokens": 1})
+        except Refused as exc:
+            return error(exc.kind, str(exc))
+        return web.Response(body=orjson.dumps({"input_tokens": prompt_tokens(body)}), content_type="application/json")
 
     async def messages(self, request: web.Request) -> web.StreamResponse:
         self.calls += 1

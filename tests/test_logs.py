@@ -187,7 +187,7 @@ def test_unknown_paths_are_logged_and_counted(serve, upstream):
     assert httpx.post(gw.url + "/v1/chat/completion", json={}).status_code == 404          # a typo
     assert httpx.get(gw.url + "/v1/chat/completions").status_code == 405                   # the wrong method
     metrics = httpx.get(gw.url + "/metrics").text
-    assert 'gateway_requests_total{cache="bypass",model="none",provider="none",route="none",status="4xx"} 2.0' in metrics
+    assert 'gateway_requests_total{cache="bypass",endpoint="unknown",model="none",provider="none",route="none",status="4xx"} 2.0' in metrics
     lines, _, _ = gw.stop()
     paths = {entry["path"]: entry for entry in lines if entry.get("endpoint") == "unknown"}
     assert paths["POST /v1/chat/completion"]["status"] == 404

@@ -70,13 +70,25 @@ class AnthropicAdapter(Adapter):
             headers["x-api-key"] = self.config.api_key
         return headers
 
+    native = frozenset({"messages", "count_tokens"})
+
     def request(self, call: Call) -> Outgoing:
         self.check(call.path)
-        headers = {**call.headers, **self.headers}
+        return Outgoing(self.config.base_url + "/v1/messages", orjson.dumps(self.body_of(call)),
+                        self.request_headers(call.headers))
+
+    def native_request(self, endpoint: str, call: Call) -> Outgoing:
+        # A Messages request passes as it came (cache_control, thinking, betas and all).
+        path = "/v1/messages/count_tokens" if endpoint == "count_tokens" else "/v1/messages"
+        return Outgoing(self.config.base_url + path, orjson.dumps({**call.payload, "model": call.model}),
+                        self.request_headers(call.headers))
+
+    def request_headers(self, given: dict[str, str]) -> dict[str, str]:
+        headers = {**given, **self.headers}
         client_auth = headers.pop("authorization", None)
         if "x-api-key" not in headers and client_auth and client_auth.lower().startswith("bearer "):
             headers["x-api-key"] = client_auth[7:]   # open mode: the client's own key, in Anthropic's header
-        return Outgoing(self.config.base_url + "/v1/messages", orjson.dumps(self.body_of(call)), headers)
+        return headers
 
     def body_of(self, call: Call) -> dict[str, Any]:
         payload = call.payload
@@ -111,27 +123,7 @@ class AnthropicAdapter(Adapter):
     # ---- the answer ---------------------------------------------------------------------------
 
     def answer(self, path: str, data: dict[str, Any], call_model: str) -> dict[str, Any]:
-        blocks = data.get("content")
-        if data.get("type") != "message" or not isinstance(blocks, list):
-            raise ValueError("the body is not a message")
-        text, calls, json_answer = [], [], None
-        for block in blocks:
-            kind = block.get("type") if isinstance(block, dict) else None
-            if kind == "text":
-                text.append(str(block.get("text", "")))
-            elif kind == "tool_use" and block.get("name") == JSON_TOOL:
-                json_answer = orjson.dumps(block.get("input") or {}).decode()
-            elif kind == "tool_use":
-                calls.append(shape.tool_call(str(block.get("id")), str(block.get("name")), block.get("input")))
-        finish = FINISH.get(data.get("stop_reason") or "end_turn", "stop")
-        if json_answer is not None:
-            content, finish = json_answer, "stop" if finish == "tool_calls" else finish
-        else:
-            content = "".join(text) if text or not calls else None
-        message = shape.message(content, calls)
-        choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
-        return shape.completion(str(data.get("id") or shape.answer_id()), str(data.get("model") or call_model),
-                                [choice], usage_of(data.get("usage") or {}))
+        return chat_completion(data, call_model)
 
     def stream(self, response: aiohttp.ClientResponse, call_model: str) -> AsyncIterator[bytes]:
         return StreamTranslation(call_model).run(response)
@@ -225,6 +217,31 @@ class StreamTranslation:
         if kind == "message_stop":
             return chunks.delta({}, self.finish or "stop") + chunks.usage(usage_of(self.usage)) + shape.DONE
         return None   # content_block_stop, and events this adapter does not know
+
+
+def chat_completion(data: dict[str, Any], call_model: str) -> dict[str, Any]:
+    """A Messages answer as the chat.completion it amounts to (ValueError: it is not one)."""
+    blocks = data.get("content")
+    if data.get("type") != "message" or not isinstance(blocks, list):
+        raise ValueError("the body is not a message")
+    text, calls, json_answer = [], [], None
+    for block in blocks:
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind == "text":
+            text.append(str(block.get("text", "")))
+        elif kind == "tool_use" and block.get("name") == JSON_TOOL:
+            json_answer = orjson.dumps(block.get("input") or {}).decode()
+        elif kind == "tool_use":
+            calls.append(shape.tool_call(str(block.get("id")), str(block.get("name")), block.get("input")))
+    finish = FINISH.get(data.get("stop_reason") or "end_turn", "stop")
+    if json_answer is not None:
+        content, finish = json_answer, "stop" if finish == "tool_calls" else finish
+    else:
+        content = "".join(text) if text or not calls else None
+    message = shape.message(content, calls)
+    choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
+    return shape.completion(str(data.get("id") or shape.answer_id()), str(data.get("model") or call_model),
+                            [choice], usage_of(data.get("usage") or {}))
 
 
 # ---- the request's parts --------------------------------------------------------------------------

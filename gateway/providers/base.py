@@ -72,8 +72,16 @@ class Adapter:
         self.config = config
         self.headers = {"content-type": "application/json", **self.auth_headers(), **config.headers}
 
+    # Inbound APIs besides chat completions that this provider speaks itself (gateway/inbound/):
+    # their requests go to it as they came, and its answers back untouched.
+    native: frozenset[str] = frozenset()
+
     def auth_headers(self) -> dict[str, str]:
         return {"authorization": f"Bearer {self.config.api_key}"} if self.config.api_key else {}
+
+    def native_request(self, endpoint: str, call: Call) -> Outgoing:
+        """A request of an inbound API in `native`, as the client sent it, with the target's model."""
+        raise NotImplementedError(endpoint)
 
     def check(self, path: str) -> None:
         if path not in self.endpoints:

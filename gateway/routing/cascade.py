@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Sequence
 
-import orjson
 
 from ..pricing import cost_usd
 from ..upstream.call import JsonAnswer
@@ -46,5 +45,5 @@ async def cascade(route: Route, targets: Sequence[Target], request: UpstreamRequ
     assert isinstance(answer, JsonAnswer)
     if added_logprobs:
         strip_logprobs(answer.data)
-        answer.raw = orjson.dumps(answer.data)
+        answer.raw = request.render(answer.data)
     return answer

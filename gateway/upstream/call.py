@@ -15,7 +15,7 @@ import aiohttp
 import orjson
 
 from ..errors import GatewayError, too_busy, upstream_invalid, upstream_timeout, upstream_unreachable
-from ..providers.base import Call, Outgoing
+from ..providers.base import CHAT, Call, Outgoing
 from .client import UpstreamFailure
 from .limiter import LimitExceeded, Slot
 from .request import UpstreamRequest
@@ -37,9 +37,11 @@ def _no_verdict(completed: bool | None) -> None:
 @dataclass
 class StreamAnswer:
     response: aiohttp.ClientResponse   # headers are in; the body is the provider's stream
-    chunks: AsyncIterator[bytes]       # that stream as OpenAI's SSE (the bytes themselves, for openai)
+    chunks: AsyncIterator[bytes]       # that stream as the client's: OpenAI's SSE (the bytes themselves, for
+                                       # openai), or the inbound API's events
     target: Target
     release: Callable[[], None]        # frees the provider slot (once, however often called)
+    api: Any = None                    # the inbound API (UpstreamRequest.api), None for chat completions
     # What the stream's end says about its target, for the circuit breaker; routing sets it
     # (routing/attempt.py) and the pump calls it once: True (complete), False (broke, timed out,
     # ended before [DONE]), None (the client left first).
@@ -81,8 +83,7 @@ async def call_target(target: Target, request: UpstreamRequest) -> Answer:
     provider = target.provider
     record = request.record
     # Built before the wait: a field the provider cannot take is a 400 at once (GatewayError).
-    outgoing = provider.adapter.request(Call(request.path, request.payload, target.upstream_model, target.pricing,
-                                             request.stream, request.headers, request.ask_usage, request.optional))
+    outgoing, native = _outgoing(target, request)
     queued = time.perf_counter()
     try:
         slot = await provider.limiter.acquire()
@@ -93,9 +94,56 @@ async def call_target(target: Target, request: UpstreamRequest) -> Answer:
     started = time.perf_counter()
     record.queue_wait_s += started - queued
     try:
-        return await _send(target, slot, request.path, outgoing, request.stream)
+        return await _send(target, slot, request.path, outgoing, request.stream, request.api, native)
     finally:
         record.upstream_s += time.perf_counter() - started  # a stream: until its headers; the pump adds the rest
+
+
+def _outgoing(target: Target, request: UpstreamRequest) -> tuple[Outgoing, bool]:
+    """The request for the target's provider, and whether it goes in the inbound API's own shape:
+    a chat completion (or embeddings) request as it is; another inbound API's as it came to a
+    provider that speaks it, else in the chat form."""
+    adapter, api = target.provider.adapter, request.api
+    call = Call(request.path, request.payload, target.upstream_model, target.pricing, request.stream,
+                request.headers, request.ask_usage, request.optional)
+    if api is None:
+        return adapter.request(call), False
+    if api.ENDPOINT in adapter.native:
+        return adapter.native_request(api.ENDPOINT, call), True
+    call.path, call.payload = CHAT, api.to_chat(request.payload, adapter.type)
+    return adapter.request(call), False
+
+
+async def call_native(target: Target, endpoint: str, payload: dict[str, Any], headers: dict[str, str]) -> JsonAnswer:
+    """A request to one of an inbound API's own endpoints (Messages' count_tokens) of a provider
+    that has it natively: sent as it came, after a wait for a slot, answered as it came (its
+    errors raised as UpstreamStatus in the provider's own shape)."""
+    provider = target.provider
+    outgoing = provider.adapter.native_request(endpoint, Call(endpoint, payload, target.upstream_model,
+                                                              target.pricing, False, headers))
+    try:
+        slot = await provider.limiter.acquire()
+    except LimitExceeded as exc:
+        kind = "queue_full" if exc.reason == "queue full" else "queue_timeout"
+        raise TargetFailed(kind, too_busy(provider.name, exc.reason, 1)) from None
+    try:
+        try:
+            upstream = await provider.post(outgoing.url, outgoing.body, outgoing.headers)
+            raw = await provider.read(upstream)
+        except UpstreamFailure as failure:
+            raise _failed(provider.name, failure, provider.config.timeout_s) from None
+    finally:
+        slot.release()
+    if upstream.status >= 400:
+        raise UpstreamStatus(upstream.status, raw, upstream.headers.get("content-type", "application/json"),
+                             upstream.headers.get("retry-after"))
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        data = None
+    if not isinstance(data, dict):
+        raise TargetFailed("invalid", upstream_invalid(provider.name, "the body is not JSON"))
+    return JsonAnswer(upstream.status, raw, data, target)
 
 
 class CallFailed(Exception):
@@ -137,8 +185,13 @@ async def call_for_gateway(target: Target, path: str, payload: dict[str, Any]) -
     return answer.data
 
 
-async def _send(target: Target, slot: Slot, path: str, outgoing: Outgoing, stream: bool) -> Answer:
-    """POST with a slot already taken; the slot is released here, or handed to a StreamAnswer."""
+async def _send(target: Target, slot: Slot, path: str, outgoing: Outgoing, stream: bool, api: Any = None,
+                native: bool = False) -> Answer:
+    """POST with a slot already taken; the slot is released here, or handed to a StreamAnswer.
+
+    `api` (an inbound API other than chat) and `native` (its request went as it came): a native
+    answer goes back to the client untouched and is read into the chat form for the gateway; any
+    other is the chat form, written in the API's shape for the client."""
     provider = target.provider
     adapter = provider.adapter
     handed_off = False
@@ -151,11 +204,21 @@ async def _send(target: Target, slot: Slot, path: str, outgoing: Outgoing, strea
         if upstream.status >= 400:
             raw = await provider.read(upstream)
             retry_after = adapter.retry_after(upstream.status, raw, upstream.headers)
-            status, raw, content_type = adapter.error(upstream.status, raw, content_type, upstream.headers)
+            status = upstream.status
+            if not native:
+                status, raw, content_type = adapter.error(status, raw, content_type, upstream.headers)
+                if api is not None:
+                    raw, content_type = api.error_body(status, raw), "application/json"
             raise UpstreamStatus(status, raw, content_type, retry_after)
         if stream and adapter.is_stream(content_type):
             handed_off = True
-            return StreamAnswer(upstream, adapter.stream(upstream, target.upstream_model), target, slot.release)
+            if native:
+                chunks = upstream.content.iter_any()
+            else:
+                chunks = adapter.stream(upstream, target.upstream_model)
+                if api is not None:
+                    chunks = api.render_stream(chunks)
+            return StreamAnswer(upstream, chunks, target, slot.release, api)
         try:
             raw = await provider.read(upstream)
         except UpstreamFailure as failure:
@@ -166,12 +229,16 @@ async def _send(target: Target, slot: Slot, path: str, outgoing: Outgoing, strea
             data = None
         if not isinstance(data, dict):
             raise TargetFailed("invalid", upstream_invalid(provider.name, "the body is not JSON"))
-        if adapter.translates:
-            try:
+        try:
+            if native:   # the client gets the provider's own answer; the gateway reads its chat form
+                data = api.completion(data, target.upstream_model)
+            elif adapter.translates:
                 data = adapter.answer(path, data, target.upstream_model)
-            except ValueError as exc:
-                raise TargetFailed("invalid", upstream_invalid(provider.name, str(exc))) from None
-            raw = orjson.dumps(data)
+                raw = orjson.dumps(data)
+        except ValueError as exc:
+            raise TargetFailed("invalid", upstream_invalid(provider.name, str(exc))) from None
+        if api is not None and not native:
+            raw = api.render(data)
         return JsonAnswer(upstream.status, raw, data, target)
     finally:
         if not handed_off:

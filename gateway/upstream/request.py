@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from ..record import RequestRecord
 
 
@@ -21,3 +23,10 @@ class UpstreamRequest:
     # Fields the gateway added on its own (a cascade's logprobs): a provider that cannot take one
     # leaves it out, where one the client sent would be refused.
     optional: frozenset[str] = frozenset()
+    # The inbound API when not chat completions or embeddings (gateway/inbound/: Anthropic's
+    # Messages, say): the payload is in its shape, and so must the answer be.
+    api: Any = None
+
+    def render(self, completion: dict[str, Any]) -> bytes:
+        """A chat completion as the client's answer body."""
+        return orjson.dumps(completion) if self.api is None else self.api.render(completion)

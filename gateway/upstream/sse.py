@@ -122,9 +122,10 @@ class StreamPassthrough:
             error = f"provider '{provider}' ended the stream with an error: {exc}"
             record.error_kind = record.stream_error = "upstream_error"
             record.upstream_errors.append((provider, "broken_stream"))
-        tail = b"".join(self.chunks[-2:])[-32:]
-        if error is None and b"[DONE]" not in tail:
-            error = f"the stream from provider '{provider}' ended before [DONE]"
+        api = self.answer.api
+        if error is None and not _complete(self.chunks, api):
+            error = f"the stream from provider '{provider}' ended before " + \
+                ("[DONE]" if api is None else api.DONE_MARK.decode())
             record.error_kind = record.stream_error = "broken_stream"
             record.upstream_errors.append((provider, "broken_stream"))
         # The verdict goes before the last bytes: a client that sends its next request as soon as
@@ -133,7 +134,8 @@ class StreamPassthrough:
         if carry:
             await send({"type": "http.response.body", "body": carry, "more_body": True})
         if error is not None:
-            await send({"type": "http.response.body", "body": sse_error_event(error), "more_body": True})
+            event = sse_error_event(error) if api is None else api.stream_error_event(error)
+            await send({"type": "http.response.body", "body": event, "more_body": True})
         else:
             self.completed = True
         await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -141,6 +143,13 @@ class StreamPassthrough:
     def judge(self, completed: bool | None) -> None:
         self.judged = True
         self.answer.verdict(completed)
+
+
+def _complete(chunks: list[bytes], api: Any) -> bool:
+    """Whether the stream's end is there: `[DONE]` (or the inbound API's own end) in its last bytes."""
+    if api is None:
+        return b"[DONE]" in b"".join(chunks[-2:])[-32:]
+    return api.DONE_MARK in b"".join(chunks[-4:])[-512:]
 
 
 def _without_usage(data: bytes) -> tuple[bytes, bytes]:
