@@ -29,7 +29,8 @@ from .errors import error_body
 log = logging.getLogger("gateway.drain")
 
 DRAIN = "gateway.drain"      # the lifespan state's key: where the server's protocol finds the drain
-ENDPOINTS = {"/v1/chat/completions": "chat", "/v1/embeddings": "embeddings", "/v1/messages": "messages"}
+ENDPOINTS = {"/v1/chat/completions": "chat", "/v1/embeddings": "embeddings", "/v1/messages": "messages",
+             "/v1/responses": "responses"}
 RECORD = "gateway.record"    # the request scope's key of its RequestRecord
 
 SHUTDOWN_EVENT = b"data: " + error_body(

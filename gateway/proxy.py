@@ -22,6 +22,7 @@ from .cache.keys import tenant_of
 from .errors import GatewayError, error_body, upstream_invalid
 from .auth import client_authorization
 from .inbound import messages as messages_api
+from .inbound import responses as responses_api
 from .inbound.body import read_body, request_headers
 from .inbound.openai import check_chat, check_embeddings, parse_json_object, wants_usage
 from .pricing import cost_usd
@@ -48,7 +49,7 @@ log = logging.getLogger("gateway")
 
 
 # Inbound APIs besides chat completions and embeddings (gateway/inbound/): endpoint -> module.
-APIS: dict[str, Any] = {messages_api.ENDPOINT: messages_api}
+APIS: dict[str, Any] = {messages_api.ENDPOINT: messages_api, responses_api.ENDPOINT: responses_api}
 # Request headers of an inbound API passed on to providers (those that speak it natively read them).
 API_HEADERS = {messages_api.ENDPOINT: ("anthropic-beta",)}
 
@@ -134,6 +135,9 @@ class Pipeline:
                                    ask_usage=stream and not include_usage, api=api)
         if record.admission is not None and record.admission.key.budget is not None:
             record.cache_spend = []   # the semantic layer's calls are charged to the key's budget too
+        if api is not None and not api.cacheable(payload):   # its answer depends on state kept elsewhere
+            record.cache_bypass = "server-side state or hosted tools"
+            return await self._upstream(route, upstream, include_usage, finish, None)
         found = await runtime.cache.consult(route.name, route.target_models, route.cache, payload, headers,
                                             record.tenant, record.cache_spend, api and api.ENDPOINT)
         if isinstance(found, Bypass):
@@ -142,7 +146,7 @@ class Pipeline:
         record.cache = "miss"
         record.cache_layers = found.layers
         if isinstance(found, Hit):
-            return self._hit(found, route, record, include_usage, finish)
+            return self._hit(found, route, record, include_usage, finish, payload)
         try:
             return await self._upstream(route, upstream, include_usage, finish, found)
         except BaseException:
@@ -208,8 +212,8 @@ class Pipeline:
             after = complete_then_finish
         if upstream.stream:  # the provider answered a stream request with JSON: the client still gets SSE
             record.status = 200
-            return ReplayStream(self._sse(data, include_usage), _answer_headers(route, answer.target.model, headers),
-                                record, after)
+            return ReplayStream(self._sse(data, include_usage, payload),
+                                _answer_headers(route, answer.target.model, headers), record, after)
         return self._json(answer, route, record, headers, after)
 
     async def _embeddings(self, route: Route, upstream: UpstreamRequest, cache: EmbeddingsCache,
@@ -272,7 +276,7 @@ class Pipeline:
         record.answer = completion
 
     def _hit(self, hit: Hit, route: Route, record: RequestRecord, include_usage: bool,
-             finish: Callable[[], None]) -> Response:
+             finish: Callable[[], None], payload: dict[str, Any]) -> Response:
         completion = hit.entry.completion
         model = hit.entry.model or route.targets[0].model
         record.cache = hit.kind
@@ -288,15 +292,16 @@ class Pipeline:
         if hit.similarity is not None:
             headers["x-gateway-similarity"] = f"{hit.similarity:.4f}"
         if record.stream:
-            return ReplayStream(self._sse(completion, include_usage), headers, record, finish)
+            return ReplayStream(self._sse(completion, include_usage, payload), headers, record, finish)
         headers["x-gateway-cost-usd"] = "0.00000000"
-        return Answered(hit.entry.body if self.api is None else self.api.render(completion), 200, headers, finish)
+        body = hit.entry.body if self.api is None else self.api.render(completion, payload)
+        return Answered(body, 200, headers, finish)
 
-    def _sse(self, completion: dict[str, Any], include_usage: bool) -> list[bytes]:
+    def _sse(self, completion: dict[str, Any], include_usage: bool, payload: dict[str, Any]) -> list[bytes]:
         """A whole answer as the client's stream: chat chunks, or the inbound API's events."""
         if self.api is None:
             return to_sse(completion, include_usage)
-        return self.api.replay(to_sse(completion, True))
+        return self.api.replay(to_sse(completion, True), payload)
 
 
 async def count_tokens(request: Request) -> Response:

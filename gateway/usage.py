@@ -9,7 +9,12 @@ from .inbound.openai import message_text
 
 def estimate(payload: dict[str, Any], completion: dict[str, Any] | None) -> dict[str, int]:
     """About 4 characters a token: good enough to count, labelled `estimated` wherever it is used."""
-    prompt_chars = sum(len(message_text(m) or "") for m in payload.get("messages") or () if isinstance(m, dict))
+    given = payload.get("messages")
+    if given is None:   # a Responses request: `input`, a string or items
+        given = payload.get("input") or ()
+        if isinstance(given, str):
+            given = [{"content": given}]
+    prompt_chars = sum(len(message_text(m) or "") for m in given if isinstance(m, dict))
     completion_chars = 0
     for choice in (completion or {}).get("choices") or ():
         message = choice.get("message") or {}

@@ -203,7 +203,7 @@ class Cache:
             ttl_s = asked_ttl(asked, exact.max_ttl_s)
         plan = CachePlan(exact_key(route, targets, tenant, payload, api), lookup, store, ttl_s,
                          frozenset(rules.finish_reasons))
-        if self.semantic is not None and rules.semantic:
+        if self.semantic is not None and rules.semantic and isinstance(payload.get("messages"), list):
             text = self._semantic_text(payload["messages"])
             if text is not None:
                 plan.text = text

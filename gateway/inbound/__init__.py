@@ -3,6 +3,7 @@
 openai.py    chat completions and embeddings bodies (OpenAI's shape, also the gateway's internal
              chat form), and the plain text of a message
 messages.py  Anthropic's Messages API: to the chat form and back, its stream's events
+responses.py OpenAI's Responses API, likewise
 body.py      the HTTP body (bounded by `server.max_body_bytes`) and the request's headers
 
 An inbound API other than chat completions is one module with the functions of `InboundApi`: a
@@ -16,22 +17,28 @@ from typing import Any, AsyncIterator, Iterable, Protocol
 
 
 class InboundApi(Protocol):
+    """What the pipeline asks of an inbound API's module. `payload` is always the client's own body
+    (a Responses answer echoes its settings)."""
+
     ENDPOINT: str        # the metrics' and log's `endpoint`, and the adapters' name for it
-    DONE_MARK: bytes     # what only a complete stream of this API holds
 
     def check(self, payload: dict[str, Any]) -> None: ...
 
+    def cacheable(self, payload: dict[str, Any]) -> bool: ...   # the answer depends on the request alone
+
     def to_chat(self, payload: dict[str, Any], provider_type: str) -> dict[str, Any]: ...
 
-    def completion(self, answer: dict[str, Any], model: str) -> dict[str, Any]: ...
+    def completion(self, answer: dict[str, Any], model: str) -> dict[str, Any]: ...   # a native answer's chat form
 
-    def render(self, completion: dict[str, Any]) -> bytes: ...
+    def render(self, completion: dict[str, Any], payload: dict[str, Any]) -> bytes: ...
 
-    def render_stream(self, chat_sse: AsyncIterator[bytes]) -> AsyncIterator[bytes]: ...
+    def render_stream(self, chat_sse: AsyncIterator[bytes], payload: dict[str, Any]) -> AsyncIterator[bytes]: ...
 
-    def replay(self, chat_sse: Iterable[bytes]) -> list[bytes]: ...
+    def replay(self, chat_sse: Iterable[bytes], payload: dict[str, Any]) -> list[bytes]: ...
 
     def chat_chunks(self, kept: Iterable[bytes], model: str) -> list[bytes]: ...
+
+    def completed(self, kept: list[bytes]) -> bool: ...   # the stream has its end event
 
     def error_body(self, status: int, openai_body: bytes) -> bytes: ...
 

@@ -21,7 +21,7 @@ import orjson
 from ..errors import GatewayError, bad_request
 from ..providers.anthropic import StreamTranslation, chat_completion
 from ..providers.base import unsupported
-from ..providers.sse import complete_events, events_of
+from ..providers.sse import complete_events, events_of, last_event_name
 
 ENDPOINT = "messages"
 PATH = "/v1/messages"
@@ -36,6 +36,16 @@ ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "
 READ = {"model", "messages", "max_tokens", "system", "stop_sequences", "stream", "temperature", "top_p",
         "metadata", "tools", "tool_choice", "service_tier"}
 ANTHROPIC_ONLY = {"top_k", "thinking", "container", "mcp_servers", "context_management"}
+
+
+def cacheable(payload: dict[str, Any]) -> bool:
+    """Whether the answer depends on the request alone: always, for Messages (no server-side state)."""
+    return True
+
+
+def completed(kept: list[bytes]) -> bool:
+    """Whether a stream (its kept bytes) ended with message_stop."""
+    return last_event_name(kept) == b"message_stop"
 
 
 def check(payload: dict[str, Any]) -> None:
@@ -220,7 +230,7 @@ def completion(answer: dict[str, Any], model: str) -> dict[str, Any]:
     return chat_completion(answer, model)
 
 
-def render(completion: dict[str, Any]) -> bytes:
+def render(completion: dict[str, Any], payload: dict[str, Any] | None = None) -> bytes:
     return orjson.dumps(message(completion))
 
 
@@ -330,7 +340,7 @@ class ChatToEvents:
         return event("content_block_stop", {"index": self.block})
 
 
-async def render_stream(chat_sse: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+async def render_stream(chat_sse: AsyncIterator[bytes], payload: dict[str, Any] | None = None) -> AsyncIterator[bytes]:
     """A chat stream (OpenAI SSE bytes) as Messages events, as it arrives; ends without
     message_stop when the chat stream ended without `[DONE]` (the pump then adds the error event)."""
     events = ChatToEvents()
@@ -350,7 +360,7 @@ async def render_stream(chat_sse: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
                 return
 
 
-def replay(chat_sse: Iterable[bytes]) -> list[bytes]:
+def replay(chat_sse: Iterable[bytes], payload: dict[str, Any] | None = None) -> list[bytes]:
     """A whole chat stream (a cached answer's) as Messages events."""
     events, out = ChatToEvents(), []
     for _, data in complete_events(chat_sse):

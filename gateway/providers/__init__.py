@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..config import ProviderConfig
-from .base import Adapter
+from .base import Adapter, OpenAIAdapter
 
 
 def adapter_for(config: ProviderConfig) -> Adapter:
@@ -20,4 +20,4 @@ def adapter_for(config: ProviderConfig) -> Adapter:
     if config.type == "bedrock":
         from .bedrock import BedrockAdapter
         return BedrockAdapter(config)
-    return Adapter(config)
+    return OpenAIAdapter(config)

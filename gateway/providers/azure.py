@@ -48,6 +48,9 @@ class AzureAdapter(Adapter):
         root = config.base_url.removesuffix("/openai/v1").removesuffix("/openai")
         version = config.api_version
         self.prefix = root + ("/openai/v1" if version is None else "/openai/deployments/")
+        # The Responses API: the deployment in the body's `model`, on classic URLs as on v1.
+        self.responses_url = root + "/openai/v1/responses" if version is None else \
+            root + "/openai/responses?api-version=" + quote(version, safe="")
         self.query = "" if version is None else "?api-version=" + quote(version, safe="")
 
     def auth_headers(self) -> dict[str, str]:
@@ -56,9 +59,15 @@ class AzureAdapter(Adapter):
             return {}
         return {"authorization": f"Bearer {key}"} if self.config.auth == "bearer" else {"api-key": key}
 
+    native = frozenset({"responses"})
+
     def request(self, call: Call) -> Outgoing:
         self.check(call.path)
         return Outgoing(self.url(call), self.body(call), self.request_headers(call.headers))
+
+    def native_request(self, endpoint: str, call: Call) -> Outgoing:
+        return Outgoing(self.responses_url, orjson.dumps({**call.payload, "model": call.model}),
+                        self.request_headers(call.headers))
 
     def url(self, call: Call) -> str:
         if self.config.api_version is None:

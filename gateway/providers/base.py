@@ -133,3 +133,14 @@ def openai_error(status: int, message: str, type: str, code: str | None = None,
                  param: str | None = None) -> tuple[int, bytes, str]:
     """An error answer the translating adapters give for a provider's error."""
     return status, error_body(message, type, code, param), "application/json"
+
+
+class OpenAIAdapter(Adapter):
+    """The `openai` type as a provider: OpenAI's chat completions and embeddings passed through,
+    and its Responses API (`POST /v1/responses`) too, natively."""
+
+    native = frozenset({"responses"})
+
+    def native_request(self, endpoint: str, call: Call) -> Outgoing:
+        return Outgoing(self.config.base_url + "/responses", orjson.dumps({**call.payload, "model": call.model}),
+                        {**call.headers, **self.headers})

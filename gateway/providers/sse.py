@@ -45,6 +45,19 @@ def complete_events(chunks: Iterable[bytes]) -> Iterator[tuple[str, bytes]]:
     return iter(found)
 
 
+def last_event_name(chunks: list[bytes]) -> bytes | None:
+    """The `event:` name of a stream's last event (read back from its end however large that event
+    is), or None when it has none."""
+    tail = b""
+    for chunk in reversed(chunks):
+        tail = chunk + tail
+        at = tail.rfind(b"event:")
+        if at >= 0 and (at == 0 or tail[at - 1:at] == b"\n"):
+            end = tail.find(b"\n", at)
+            return tail[at + 6:end if end >= 0 else None].strip()
+    return None
+
+
 def parse(block: bytes) -> tuple[str, bytes] | None:
     name, data = "message", []
     for line in block.split(b"\n"):

@@ -76,7 +76,7 @@ def latency(route: Route, payload: dict[str, Any]) -> Sequence[Target]:
 def request_tokens(payload: dict[str, Any], default_output: int) -> tuple[int, int]:
     """Estimated prompt tokens and the output tokens the request may cost at most."""
     prompt = estimate(payload, None)["prompt_tokens"]
-    output = payload.get("max_completion_tokens") or payload.get("max_tokens")
+    output = payload.get("max_completion_tokens") or payload.get("max_tokens") or payload.get("max_output_tokens")
     if not isinstance(output, int) or isinstance(output, bool) or output <= 0:
         output = default_output
     n = payload.get("n")

@@ -94,7 +94,7 @@ async def call_target(target: Target, request: UpstreamRequest) -> Answer:
     started = time.perf_counter()
     record.queue_wait_s += started - queued
     try:
-        return await _send(target, slot, request.path, outgoing, request.stream, request.api, native)
+        return await _send(target, slot, request.path, outgoing, request.stream, request, native)
     finally:
         record.upstream_s += time.perf_counter() - started  # a stream: until its headers; the pump adds the rest
 
@@ -185,13 +185,14 @@ async def call_for_gateway(target: Target, path: str, payload: dict[str, Any]) -
     return answer.data
 
 
-async def _send(target: Target, slot: Slot, path: str, outgoing: Outgoing, stream: bool, api: Any = None,
-                native: bool = False) -> Answer:
+async def _send(target: Target, slot: Slot, path: str, outgoing: Outgoing, stream: bool,
+                request: UpstreamRequest | None = None, native: bool = False) -> Answer:
     """POST with a slot already taken; the slot is released here, or handed to a StreamAnswer.
 
-    `api` (an inbound API other than chat) and `native` (its request went as it came): a native
-    answer goes back to the client untouched and is read into the chat form for the gateway; any
-    other is the chat form, written in the API's shape for the client."""
+    A request of an inbound API other than chat (`request.api`) that went as it came (`native`):
+    its answer goes back to the client untouched and is read into the chat form for the gateway;
+    any other answer is the chat form, written in the API's shape for the client."""
+    api = request.api if request is not None else None
     provider = target.provider
     adapter = provider.adapter
     handed_off = False
@@ -217,7 +218,7 @@ async def _send(target: Target, slot: Slot, path: str, outgoing: Outgoing, strea
             else:
                 chunks = adapter.stream(upstream, target.upstream_model)
                 if api is not None:
-                    chunks = api.render_stream(chunks)
+                    chunks = api.render_stream(chunks, request.payload)
             return StreamAnswer(upstream, chunks, target, slot.release, api)
         try:
             raw = await provider.read(upstream)
@@ -238,7 +239,7 @@ async def _send(target: Target, slot: Slot, path: str, outgoing: Outgoing, strea
         except ValueError as exc:
             raise TargetFailed("invalid", upstream_invalid(provider.name, str(exc))) from None
         if api is not None and not native:
-            raw = api.render(data)
+            raw = api.render(data, request.payload)
         return JsonAnswer(upstream.status, raw, data, target)
     finally:
         if not handed_off:

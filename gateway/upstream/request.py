@@ -29,4 +29,4 @@ class UpstreamRequest:
 
     def render(self, completion: dict[str, Any]) -> bytes:
         """A chat completion as the client's answer body."""
-        return orjson.dumps(completion) if self.api is None else self.api.render(completion)
+        return orjson.dumps(completion) if self.api is None else self.api.render(completion, self.payload)

@@ -125,7 +125,7 @@ class StreamPassthrough:
         api = self.answer.api
         if error is None and not _complete(self.chunks, api):
             error = f"the stream from provider '{provider}' ended before " + \
-                ("[DONE]" if api is None else api.DONE_MARK.decode())
+                ("[DONE]" if api is None else "its end event")
             record.error_kind = record.stream_error = "broken_stream"
             record.upstream_errors.append((provider, "broken_stream"))
         # The verdict goes before the last bytes: a client that sends its next request as soon as
@@ -149,7 +149,7 @@ def _complete(chunks: list[bytes], api: Any) -> bool:
     """Whether the stream's end is there: `[DONE]` (or the inbound API's own end) in its last bytes."""
     if api is None:
         return b"[DONE]" in b"".join(chunks[-2:])[-32:]
-    return api.DONE_MARK in b"".join(chunks[-4:])[-512:]
+    return api.completed(chunks)
 
 
 def _without_usage(data: bytes) -> tuple[bytes, bytes]:
