@@ -275,7 +275,8 @@ def create_app(loaded: LoadedConfig) -> CountInFlight:
             app.state.observer.close()
 
     lanes = {"/v1/chat/completions": Pipeline("chat"), "/v1/embeddings": Pipeline("embeddings"),
-             "/v1/messages": Pipeline("messages"), "/v1/responses": Pipeline("responses")}
+             "/v1/messages": Pipeline("messages"), "/v1/responses": Pipeline("responses"),
+             "/v1/completions": Pipeline("completions")}
     routes = [
         *(HTTPRoute(path, lane.handle, methods=["POST"]) for path, lane in lanes.items()),
         HTTPRoute("/v1/messages/count_tokens", count_tokens, methods=["POST"]),

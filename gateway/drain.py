@@ -30,7 +30,7 @@ log = logging.getLogger("gateway.drain")
 
 DRAIN = "gateway.drain"      # the lifespan state's key: where the server's protocol finds the drain
 ENDPOINTS = {"/v1/chat/completions": "chat", "/v1/embeddings": "embeddings", "/v1/messages": "messages",
-             "/v1/responses": "responses"}
+             "/v1/responses": "responses", "/v1/completions": "completions"}
 RECORD = "gateway.record"    # the request scope's key of its RequestRecord
 
 SHUTDOWN_EVENT = b"data: " + error_body(

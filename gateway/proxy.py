@@ -22,6 +22,7 @@ from .cache.keys import tenant_of
 from .errors import GatewayError, error_body, upstream_invalid
 from .auth import client_authorization
 from .inbound import messages as messages_api
+from .inbound import completions as completions_api
 from .inbound import responses as responses_api
 from .inbound.body import read_body, request_headers
 from .inbound.openai import check_chat, check_embeddings, parse_json_object, wants_usage
@@ -49,7 +50,7 @@ log = logging.getLogger("gateway")
 
 
 # Inbound APIs besides chat completions and embeddings (gateway/inbound/): endpoint -> module.
-APIS: dict[str, Any] = {messages_api.ENDPOINT: messages_api, responses_api.ENDPOINT: responses_api}
+APIS: dict[str, Any] = {api.ENDPOINT: api for api in (messages_api, responses_api, completions_api)}
 # Request headers of an inbound API passed on to providers (those that speak it natively read them).
 API_HEADERS = {messages_api.ENDPOINT: ("anthropic-beta",)}
 

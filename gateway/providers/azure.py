@@ -59,15 +59,18 @@ class AzureAdapter(Adapter):
             return {}
         return {"authorization": f"Bearer {key}"} if self.config.auth == "bearer" else {"api-key": key}
 
-    native = frozenset({"responses"})
+    native = frozenset({"responses", "completions"})
 
     def request(self, call: Call) -> Outgoing:
         self.check(call.path)
         return Outgoing(self.url(call), self.body(call), self.request_headers(call.headers))
 
     def native_request(self, endpoint: str, call: Call) -> Outgoing:
-        return Outgoing(self.responses_url, orjson.dumps({**call.payload, "model": call.model}),
-                        self.request_headers(call.headers))
+        body = orjson.dumps({**call.payload, "model": call.model})
+        if endpoint == "completions":   # a deployment's, like chat completions
+            return Outgoing(self.url(Call("/completions", call.payload, call.model, call.pricing, call.stream,
+                                          call.headers)), body, self.request_headers(call.headers))
+        return Outgoing(self.responses_url, body, self.request_headers(call.headers))
 
     def url(self, call: Call) -> str:
         if self.config.api_version is None:

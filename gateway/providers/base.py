@@ -137,10 +137,10 @@ def openai_error(status: int, message: str, type: str, code: str | None = None,
 
 class OpenAIAdapter(Adapter):
     """The `openai` type as a provider: OpenAI's chat completions and embeddings passed through,
-    and its Responses API (`POST /v1/responses`) too, natively."""
+    and its Responses API and legacy completions (`/v1/responses`, `/v1/completions`) natively."""
 
-    native = frozenset({"responses"})
+    native = frozenset({"responses", "completions"})
 
     def native_request(self, endpoint: str, call: Call) -> Outgoing:
-        return Outgoing(self.config.base_url + "/responses", orjson.dumps({**call.payload, "model": call.model}),
+        return Outgoing(f"{self.config.base_url}/{endpoint}", orjson.dumps({**call.payload, "model": call.model}),
                         {**call.headers, **self.headers})
