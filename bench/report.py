@@ -361,18 +361,21 @@ def keys_md(keys: dict) -> list[str]:
 
 
 def providers_md(providers: dict) -> list[str]:
-    """What translating to and from Anthropic's Messages API costs, against the OpenAI-compatible path."""
-    L = ["## Providers: what translating to Anthropic's API costs", "",
+    """What translating costs: a provider adapter's and an inbound API's, each against its baseline."""
+    L = ["## Providers and inbound APIs: what translating costs", "",
          "One gateway; the same answer from an OpenAI-compatible location and from an Anthropic-shaped one "
-         "(nginx, at once). The Anthropic path builds the Messages request, parses the JSON answer and writes "
-         "a chat.completion; a stream's events are parsed and written as OpenAI chunks one by one. Each pair "
-         "run twice, alternating; the medians.", "",
-         "| case | OpenAI req/s | Anthropic req/s | OpenAI P50 ms | Anthropic P50 ms | P50 added | P99 added |",
+         "(nginx, at once). The first three rows: chat completions to Anthropic against chat completions passed "
+         "through (the adapter builds the Messages request, parses the answer and writes a chat.completion; a "
+         "stream's events are parsed and written as OpenAI chunks one by one). Then the inbound APIs: Anthropic's "
+         "Messages in, to the OpenAI-compatible location, against chat completions passed through; the Responses "
+         "API in, to the Anthropic location, against chat completions to it (so only the inbound side differs). "
+         "Each pair run twice, alternating; the medians.", "",
+         "| case | baseline req/s | translated req/s | baseline P50 ms | translated P50 ms | P50 added | P99 added |",
          "|---|---:|---:|---:|---:|---:|---:|"]
     for case, sides in providers["runs"].items():
         med = {side: {k: statistics.median(r[k] for r in runs) for k in ("rps", "p50", "p99")}
                for side, runs in sides.items()}
-        o, c = med.get("openai"), med.get("anthropic")
+        o, c = med.get("baseline"), med.get("translated")
         if not o or not c:
             continue
         L.append(f"| {case} | {o['rps']:,.0f} | {c['rps']:,.0f} | {o['p50']:.3f} | {c['p50']:.3f} | "

@@ -52,6 +52,19 @@ def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
+def inbound_body(kind: str, model: str, stream: bool) -> dict:
+    """The pass-through's question in one of the inbound APIs' shapes: chat, messages, responses."""
+    chat = body_for(model, False)
+    system, question = chat["messages"][0]["content"], chat["messages"][1]["content"]
+    if kind == "messages":
+        body = {"model": model, "max_tokens": 128, "system": system, "messages": [{"role": "user", "content": question}]}
+    elif kind == "responses":
+        body = {"model": model, "max_output_tokens": 128, "instructions": system, "input": question}
+    else:
+        body = chat
+    return {**body, "stream": True} if stream else body
+
+
 def body_for(model: str, cacheable: bool, vary: bool = False) -> dict:
     content = "How long does a refund take?" + (" Ticket @N@." if vary else "")
     body = {"model": model, "max_tokens": 128, "messages": [
@@ -385,10 +398,12 @@ class Bench:
         self.results["keys"] = out
 
     def providers(self) -> None:
-        """What a provider adapter's translation costs per request: one gateway, the same answer
-        from an OpenAI-compatible location and from an Anthropic-shaped one (nginx, instant), as
-        JSON at 1 and 32 in flight and as a stream (20 chunks at once) at 1; each pair run twice,
-        alternating."""
+        """What translating costs per request: one gateway, the same answer from an OpenAI-compatible
+        location and from an Anthropic-shaped one (nginx, instant). A provider adapter's (chat
+        completions to Anthropic against chat completions passed through: JSON at 1 and 32 in
+        flight, a 20-chunk stream at 1) and an inbound API's (Anthropic's Messages in, to the
+        OpenAI-compatible location, against chat completions passed through; the Responses API in,
+        to the Anthropic one, against chat completions to it). Each pair run twice, alternating."""
         if not self.selected("providers"):
             return
         a = self.args
@@ -402,23 +417,30 @@ class Bench:
             "openai-sse": {"provider": "sse", "name": "gpt-4o-mini", **PRICE},
             "claude": {"provider": "anthropic", "name": "claude-bench", "max_tokens": 128, **PRICE},
             "claude-sse": {"provider": "anthropic-sse", "name": "claude-bench", "max_tokens": 128, **PRICE}})
-        pairs = {"json, 1 in flight": (1, False, "gpt-4o-mini", "claude"),
-                 "json, 32 in flight": (32, False, "gpt-4o-mini", "claude"),
-                 "stream, 1 in flight": (1, True, "openai-sse", "claude-sse")}
+        chat = "/v1/chat/completions"
+        # case -> in flight, then (the baseline, the translated path): (path, model, stream, body's shape) each
+        pairs = {"json, 1 in flight": (1, (chat, "gpt-4o-mini", False, "chat"), (chat, "claude", False, "chat")),
+                 "json, 32 in flight": (32, (chat, "gpt-4o-mini", False, "chat"), (chat, "claude", False, "chat")),
+                 "stream, 1 in flight": (1, (chat, "openai-sse", True, "chat"), (chat, "claude-sse", True, "chat")),
+                 "messages in, OpenAI-compatible out, json": (1, (chat, "gpt-4o-mini", False, "chat"),
+                                                              ("/v1/messages", "gpt-4o-mini", False, "messages")),
+                 "messages in, OpenAI-compatible out, stream": (1, (chat, "openai-sse", True, "chat"),
+                                                                ("/v1/messages", "openai-sse", True, "messages")),
+                 "responses in, Anthropic out, json": (1, (chat, "claude", False, "chat"),
+                                                       ("/v1/responses", "claude", False, "responses"))}
         out: dict = {"runs": {}}
         try:
             gw = Gateway(self.work, cfg, tag="gateway-providers")
         except Exception as exc:  # noqa: BLE001
             return self.fail("providers", exc)
         try:
-            url = gw.url("instant")
+            base_url = f"http://{LOOPBACK}:{gw.port}"
             for _ in range(2):
-                for case, (conns, stream, openai_model, claude_model) in pairs.items():
-                    for side, model in (("openai", openai_model), ("anthropic", claude_model)):
-                        body = {**body_for(model, False), **({"stream": True} if stream else {})}
-                        r = self.wrk(url, conns, a.duration, body, [])
+                for case, (conns, *sides) in pairs.items():
+                    for side, (path, model, stream, kind) in zip(("baseline", "translated"), sides):
+                        r = self.wrk(base_url + path, conns, a.duration, inbound_body(kind, model, stream), [])
                         out["runs"].setdefault(case, {}).setdefault(side, []).append(r)
-                        log(f"  providers: {case}, {side}: {r['rps']:,.0f} req/s, p50 {r['p50']:.2f} ms, "
+                        log(f"  providers: {case}, {path} {model}: {r['rps']:,.0f} req/s, p50 {r['p50']:.2f} ms, "
                             f"p99 {r['p99']:.2f} ms, errors {r['errors']}")
         except Exception as exc:  # noqa: BLE001
             self.fail("providers", exc)
