@@ -285,10 +285,10 @@ async def test_b_an_error_in_the_chat_stream_is_the_error_event_the_sdk_raises()
 
 
 def test_b_the_pumps_error_event() -> None:
-    found = parsed([responses.stream_error_event("the stream from provider 'x' broke", 42)])[0]
+    found = parsed([responses.stream_error_event("the stream from provider 'x' broke", sequence_number=42)])[0]
     assert (found.type, found.message, found.code, found.sequence_number) == (
         "error", "the stream from provider 'x' broke", "upstream_stream_error", 42)
-    body = b"".join(responses.replay(to_sse(TEXT, True))[:1]) + responses.stream_error_event("broke", 5)
+    body = b"".join(responses.replay(to_sse(TEXT, True))[:1]) + responses.stream_error_event("broke", sequence_number=5)
     with pytest.raises(openai.APIError, match="broke"):
         for _ in answering(body).responses.create(model="m", input="?", stream=True):
             pass
@@ -310,7 +310,7 @@ def test_c_chat_chunks_of_a_cut_or_failed_stream() -> None:
     events = responses.replay(to_sse(TEXT, True))
     partial = responses.chat_chunks(events[:4], "m")
     assert partial and b"[DONE]" not in b"".join(partial)
-    failed = responses.chat_chunks(events[:4] + [responses.stream_error_event("broke", 9)] + events[4:], "m")
+    failed = responses.chat_chunks(events[:4] + [responses.stream_error_event("broke", sequence_number=9)] + events[4:], "m")
     assert b"[DONE]" not in b"".join(failed)
     assert responses.chat_chunks([b"event: response.output_text.delta\ndata: {}\n\n"], "m") == []
 

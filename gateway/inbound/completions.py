@@ -114,5 +114,5 @@ def error_body(status: int, openai_body: bytes) -> bytes:
     return openai_body   # OpenAI's shape already
 
 
-def stream_error_event(message: str) -> bytes:
+def stream_error_event(message: str, kept: list[bytes] | None = None) -> bytes:
     return b"data: " + openai_error_body(message, "api_error", "upstream_stream_error") + b"\n\n"

@@ -260,7 +260,7 @@ def error_body(status: int, openai_body: bytes) -> bytes:
     return orjson.dumps({"type": "error", "error": {"type": kind, "message": message or f"HTTP {status}"}})
 
 
-def stream_error_event(message: str) -> bytes:
+def stream_error_event(message: str, kept: list[bytes] | None = None) -> bytes:
     return b"event: error\ndata: " + orjson.dumps({"type": "error", "error": {"type": "api_error",
                                                                             "message": message}}) + b"\n\n"
 

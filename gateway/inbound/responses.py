@@ -15,6 +15,7 @@ the cache and routing's checks work the same as for chat completions.
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any, AsyncIterator, Iterable
 
@@ -55,6 +56,10 @@ SERVER_STATE = {
     "prompt": "'prompt' (prompt templates are kept by OpenAI)",
     "context_management": "'context_management' (OpenAI compacts the context on its servers)",
 }
+# The chat form's fields `to_chat` reads a Responses request's own into (the others keep their
+# names): a provider's refusal of one names the field the client sent.
+CHAT_FIELDS = {"max_tokens": "max_output_tokens", "reasoning_effort": "reasoning.effort",
+               "verbosity": "text.verbosity", "response_format": "text.format"}
 # What `include` may ask for of another provider: encrypted reasoning (there is none to include).
 # Logprobs are not server-side, but have no place in the chat form here (`to_chat` refuses them).
 LOCAL_INCLUDES = {"reasoning.encrypted_content", "message.output_text.logprobs"}
@@ -479,25 +484,48 @@ def _dict(value: Any) -> dict[str, Any]:
 
 
 def error_body(status: int, openai_body: bytes) -> bytes:
-    """The Responses API's errors are OpenAI's: the body as it is when it is OpenAI-shaped, else
-    written in that shape."""
+    """The Responses API's errors are OpenAI's: the body as it is when it is OpenAI-shaped (a
+    refusal of a chat field `to_chat` wrote renamed to the client's: `reasoning_effort` is
+    `reasoning.effort`), else written in that shape."""
     try:
         found = orjson.loads(openai_body)
     except orjson.JSONDecodeError:
         found = None
     error = found.get("error") if isinstance(found, dict) else None
     if isinstance(error, dict) and isinstance(error.get("message"), str):
-        return openai_body
+        param = error.get("param")
+        named = CHAT_FIELDS.get(param) if isinstance(param, str) else None
+        if named is None:
+            return openai_body
+        # A refusal of a chat field `to_chat` wrote: named as the client sent it.
+        message = error["message"].replace(f"'{param}'", f"'{named}'", 1)
+        return orjson.dumps({**found, "error": {**error, "message": message, "param": named}})
     message = openai_body[:500].decode("utf-8", "replace").strip() or f"HTTP {status}"
     return openai_error_body(message, "server_error" if status >= 500 else "invalid_request_error")
 
 
-def stream_error_event(message: str, sequence_number: int = 0, code: str = "upstream_stream_error") -> bytes:
+def stream_error_event(message: str, kept: list[bytes] | None = None, sequence_number: int | None = None,
+                       code: str = "upstream_stream_error") -> bytes:
     """The Responses stream's `error` event: the documented fields (code, message, param) at the
     top, and the same under `error`, as OpenAI sends it, which is what makes the `openai` SDK
-    raise APIError mid-stream."""
+    raise APIError mid-stream. Numbered after the last of the stream's `kept` events."""
+    if sequence_number is None:
+        sequence_number = _next_sequence(kept or [])
     error = {"type": "api_error", "code": code, "message": message, "param": None}
     return event("error", sequence_number, {"code": code, "message": message, "param": None, "error": error})
+
+
+_SEQUENCE = re.compile(rb'"sequence_number"\s*:\s*(\d+)')
+
+
+def _next_sequence(kept: list[bytes]) -> int:
+    tail = b""
+    for chunk in reversed(kept):
+        tail = chunk + tail
+        found = _SEQUENCE.findall(tail)
+        if found:
+            return int(found[-1]) + 1
+    return 0
 
 
 # ---- streams ---------------------------------------------------------------------------------------
@@ -566,7 +594,7 @@ class ChatToEvents:
         return b"".join(out)
 
     def error(self, message: str) -> bytes:
-        out = stream_error_event(message, self.sequence)
+        out = stream_error_event(message, sequence_number=self.sequence)
         self.sequence += 1
         return out
 
@@ -833,9 +861,14 @@ def completion(response_dict: dict[str, Any], model: str | None = None) -> dict[
                             int(created) if isinstance(created, (int, float)) and created else None)
 
 
-def _finish(found: dict[str, Any], called: bool) -> str:
-    if found.get("status") == "incomplete":
+def _finish(found: dict[str, Any], called: bool) -> str | None:
+    """The chat finish_reason of a response's status; None when it did not finish (failed or
+    cancelled part way, or still queued or in progress): what it wrote is no answer to keep."""
+    status = found.get("status")
+    if status == "incomplete":
         return FINISH.get(_dict(found.get("incomplete_details")).get("reason"), "length")
+    if status not in (None, "completed"):
+        return None
     return "tool_calls" if called else "stop"
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 from ..errors import GatewayError
-from ..upstream.call import Answer, JsonAnswer, TargetFailed, UpstreamStatus
+from ..upstream.call import Answer, JsonAnswer, TargetCannot, TargetFailed, UpstreamStatus
 from ..upstream.request import UpstreamRequest
 from ..upstream.target import Target
 from .attempt import attempt
@@ -19,7 +19,10 @@ async def first_answer(route: Route, targets: Sequence[Target], request: Upstrea
                        check: Check | None = None) -> Answer:
     """The first acceptable answer from `targets`, tried in order.
 
-    Nothing has been sent to the client yet, so moving on to the next target is always safe.
+    Nothing has been sent to the client yet, so moving on to the next target is always safe. A
+    target whose provider type cannot take the request (`n` > 1 to Anthropic, a Responses request
+    with server-side state to anything but OpenAI) is passed over as `unsupported`; when no target
+    could answer, the error is the failure that made the route move on, else that refusal.
     Each move past a target is counted in `record.fallbacks` with its reason (the status, the
     failure kind, or `circuit_open`) when another target is then tried. With `check` (cascade),
     a rejected answer moves on too, as an escalation; the last target's answer is always accepted,
@@ -29,6 +32,7 @@ async def first_answer(route: Route, targets: Sequence[Target], request: Upstrea
     health = policy.health
     record = request.record
     last_error: GatewayError | None = None
+    refused: GatewayError | None = None   # the first target that could not take the request: why
     pending: list[str] | None = None   # reasons for targets moved past, not yet counted
     held: JsonAnswer | None = None     # cascade: a rejected answer, in case nothing better comes
     final = targets[-1]
@@ -50,6 +54,8 @@ async def first_answer(route: Route, targets: Sequence[Target], request: Upstrea
             if exc.kind not in policy.fallback_on:
                 raise exc.error from None
             last_error, reason = exc.error, exc.kind
+        except TargetCannot as exc:   # its provider type has no place for the request: the next may
+            refused, reason = refused or exc.error, "unsupported"
         else:
             if check is None or target is final:
                 return answer
@@ -64,10 +70,12 @@ async def first_answer(route: Route, targets: Sequence[Target], request: Upstrea
     if held is not None:
         record.model, record.provider = held.target.model, held.target.provider.name
         return held
-    if last_error is None:
-        names = [t.model for t in targets]
-        raise all_open(route.name, health.retry_after_s(names))
-    raise last_error
+    if last_error is not None:
+        raise last_error   # what made the route move on (a 429, with its Retry-After), not a later refusal
+    if refused is not None:
+        raise refused
+    names = [t.model for t in targets]
+    raise all_open(route.name, health.retry_after_s(names))
 
 
 def all_open(route: str, retry_after_s: int) -> GatewayError:

@@ -68,6 +68,16 @@ class UpstreamStatus(GatewayError):
         return self.raw
 
 
+class TargetCannot(Exception):
+    """The target's provider type cannot take this request (a field or an endpoint it has no place
+    for): no call was made. A route moves on to its next target; `error` is the 400 to answer
+    when no target can."""
+
+    def __init__(self, error: GatewayError):
+        super().__init__(error.message)
+        self.error = error
+
+
 class TargetFailed(Exception):
     """The target gave no answer: `kind` is timeout, connect, invalid, queue_full or queue_timeout."""
 
@@ -82,8 +92,13 @@ async def call_target(target: Target, request: UpstreamRequest) -> Answer:
     taken. Raises UpstreamStatus for an upstream error answer and TargetFailed when there is none."""
     provider = target.provider
     record = request.record
-    # Built before the wait: a field the provider cannot take is a 400 at once (GatewayError).
-    outgoing, native = _outgoing(target, request)
+    # Built before the wait: a field the provider cannot take is known at once.
+    try:
+        outgoing, native = _outgoing(target, request)
+    except GatewayError as exc:
+        if exc.code not in ("unsupported_parameter", "unsupported_endpoint"):
+            raise   # the request itself is wrong (a malformed part): no target would take it
+        raise TargetCannot(exc) from None
     queued = time.perf_counter()
     try:
         slot = await provider.limiter.acquire()

@@ -134,7 +134,7 @@ class StreamPassthrough:
         if carry:
             await send({"type": "http.response.body", "body": carry, "more_body": True})
         if error is not None:
-            event = sse_error_event(error) if api is None else api.stream_error_event(error)
+            event = sse_error_event(error) if api is None else api.stream_error_event(error, self.chunks)
             await send({"type": "http.response.body", "body": event, "more_body": True})
         else:
             self.completed = True
