@@ -434,6 +434,9 @@ class MetricsConfig(_Strict):
 class LogConfig(_Strict):
     level: Literal["debug", "info", "warning", "error"] = "info"  # request lines: info, 4xx warning, 5xx error
     content: bool = False             # put messages and answers in the request log line
+    # The request's `metadata` keys copied into its log line (`metadata`), as given (strings cut
+    # at 256 characters); the others never are.
+    metadata_keys: list[str] = []
 
 
 class StateConfig(_Strict):

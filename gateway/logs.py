@@ -88,6 +88,10 @@ class RequestLines:
             "error": error,
             "key": key_label(record.tenant) if record.tenant is not None else None,
         }
+        line["prompt_version"] = record.prompt_version
+        line["tool_calls"] = tool_names(record.answer)
+        if record.metadata is not None:
+            line["metadata"] = record.metadata
         if record.path is not None:
             line["path"] = record.path
         if record.client_request_id is not None:
@@ -114,6 +118,17 @@ def event_line(timestamp: str, level: int, event: str, fields: dict[str, Any]) -
     """A JSON line for something other than a request (a config reload), in the request lines' shape."""
     line = {"ts": timestamp, "level": LEVEL_NAMES[level], "event": event, **fields}
     return orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE, default=str)
+
+
+def tool_names(answer: dict[str, Any] | None) -> list[str]:
+    """The names of the tools an answer called, in order (every choice's)."""
+    names = []
+    for choice in (answer or {}).get("choices") or ():
+        for call in ((choice.get("message") or {}).get("tool_calls") or ()) if isinstance(choice, dict) else ():
+            function = call.get("function") if isinstance(call, dict) else None
+            if isinstance(function, dict) and isinstance(function.get("name"), str):
+                names.append(function["name"])
+    return names
 
 
 def key_label(tenant: str | None) -> str:

@@ -106,6 +106,7 @@ class Pipeline:
         if isinstance(requested, str):
             runtime.check_model_allowed(key_name, requested)  # the name asked for, before any rule picks another
         record.messages = payload.get("messages", payload.get("input"))  # logged only with log.content
+        _read_labels(record, payload, headers, runtime.config.log.metadata_keys)
         route = runtime.resolve(payload["model"], payload, headers)  # rules first: the cache key names the route
         record.route = route.name
         key = runtime.key(key_name)
@@ -171,7 +172,10 @@ class Pipeline:
                 if self.api is not None:   # the client's stream was the API's events: read as chat chunks
                     chunks = self.api.chat_chunks(chunks, target.upstream_model)
                 completion = None
-                usage = tail_usage(chunks) if completed and lead is None and not record.keep_answer else None
+                # Only the usage is read from the stream's tail, unless the answer must be whole (for
+                # the cache, log.content, or the names of the tools it called).
+                usage = tail_usage(chunks) if completed and lead is None and not record.keep_answer \
+                    and not any(b'"tool_calls"' in chunk for chunk in chunks) else None
                 if usage is not None and "prompt_tokens" in usage:  # only the usage is needed
                     record.usage = usage
                     record.cost_usd = cost_usd(target.pricing, usage)
@@ -360,6 +364,25 @@ def _embeddings_usage(record: RequestRecord, answer: JsonAnswer) -> None:
     """An embeddings answer's usage is what the provider billed for the items it was sent."""
     record.usage = answer.data.get("usage") if isinstance(answer.data.get("usage"), dict) else None
     record.cost_usd = cost_usd(answer.target.pricing, record.usage)
+
+
+# A prompt version or metadata value longer than this is cut in the log line.
+MAX_LABEL = 256
+
+
+def _read_labels(record: RequestRecord, payload: dict[str, Any], headers: dict[str, str],
+                 metadata_keys: list[str]) -> None:
+    """What the log line says about the request besides what it did: the prompt's version (the
+    `x-gateway-prompt-version` header, else `metadata.prompt_version`) and the metadata keys
+    `log.metadata_keys` allows."""
+    metadata = payload.get("metadata") if isinstance(payload.get("metadata"), dict) else {}
+    version = headers.get("x-gateway-prompt-version") or metadata.get("prompt_version")
+    if isinstance(version, str) and version:
+        record.prompt_version = version[:MAX_LABEL]
+    if metadata_keys and metadata:
+        kept = {k: metadata[k] for k in metadata_keys if k in metadata}
+        if kept:
+            record.metadata = {k: v[:MAX_LABEL] if isinstance(v, str) else v for k, v in kept.items()}
 
 
 def _answer_headers(route: Route, target: str, extra: dict[str, str]) -> dict[str, str]:

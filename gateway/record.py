@@ -58,6 +58,8 @@ class RequestRecord:
     answer: dict[str, Any] | None = None  # the completion answered; logged only with log.content
     path: str | None = None             # endpoint "unknown" or "other": the method and path asked for
     client_request_id: str | None = None  # the client's x-request-id when not usable as the id (logged only)
+    prompt_version: str | None = None   # x-gateway-prompt-version, else metadata.prompt_version
+    metadata: dict[str, Any] | None = None  # the request's metadata keys that log.metadata_keys allows
     admission: Any = None               # what the key's limits lent this request (quota.Admission), settled at the end
     # (model, usage) of the semantic layer's own calls for this request (embeddings, judge
     # verdicts), hit or miss: charged to the key's budget.

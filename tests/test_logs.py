@@ -182,6 +182,29 @@ def test_a_model_not_found_line_names_the_model_asked_for(serve, upstream):
     assert line["route"] is None and line["status"] == 404
 
 
+def test_the_prompt_version_the_tools_called_and_allowed_metadata_are_in_the_line(serve, upstream):
+    gw = serve(config(upstream, log={"metadata_keys": ["ticket", "team"]}))
+    tools = [{"type": "function", "function": {"name": "order_status", "parameters": {"type": "object"}}}]
+    metadata = {"ticket": "T-42", "customer_email": "jo@example.com", "prompt_version": "support-v3"}
+    assert ask(gw.url, GATEWAY_KEY, "where?", headers={"x-request-id": "req-tools"}, tools=tools,
+               metadata=metadata).status_code == 200
+    assert ask(gw.url, GATEWAY_KEY, "where?", headers={"x-request-id": "req-tools-stream",
+                                                       "x-gateway-prompt-version": "support-v4"},
+               tools=tools, stream=True).status_code == 200
+    assert ask(gw.url, GATEWAY_KEY, "hi", headers={"x-request-id": "req-plain"}).status_code == 200
+    lines, _, _ = gw.stop()
+    by_id = {line["request_id"]: line for line in lines}
+    tools_line = by_id["req-tools"]
+    assert tools_line["prompt_version"] == "support-v3" and tools_line["tool_calls"] == ["order_status"]
+    assert tools_line["metadata"] == {"ticket": "T-42"}   # the allow-list only: never the email
+    assert "jo@example.com" not in str(lines)
+    stream_line = by_id["req-tools-stream"]   # the header wins; a stream's tool calls are named too
+    assert stream_line["prompt_version"] == "support-v4" and stream_line["tool_calls"] == ["order_status"]
+    assert "metadata" not in stream_line
+    plain = by_id["req-plain"]
+    assert plain["prompt_version"] is None and plain["tool_calls"] == []
+
+
 def test_unknown_paths_are_logged_and_counted(serve, upstream):
     gw = serve(config(upstream))
     assert httpx.post(gw.url + "/v1/chat/completion", json={}).status_code == 404          # a typo
