@@ -439,6 +439,22 @@ class LogConfig(_Strict):
     metadata_keys: list[str] = []
 
 
+class TracingConfig(_Strict):
+    """OpenTelemetry traces over OTLP (gateway/tracing.py); no `tracing:` section: off, at no cost."""
+
+    endpoint: str = "http://127.0.0.1:4318"   # OTLP/HTTP (spans to /v1/traces); grpc:// or grpcs:// for gRPC
+    service_name: str = "llm-gateway"
+    sample_ratio: float = Field(1.0, ge=0, le=1)   # of the traces the gateway starts (a client's sampled parent is kept)
+    content: bool = False   # messages and answers as span events
+
+    @field_validator("endpoint")
+    @classmethod
+    def _otlp(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://", "grpc://", "grpcs://")):
+            raise ValueError("tracing.endpoint must start with http://, https://, grpc:// or grpcs://")
+        return v
+
+
 class StateConfig(_Strict):
     """Where the limits' counters live: this process, or a Redis that every replica and worker shares."""
 
@@ -471,6 +487,7 @@ class GatewayConfig(_Strict):
     metrics: MetricsConfig = MetricsConfig()
     log: LogConfig = LogConfig()
     state: StateConfig = StateConfig()
+    tracing: TracingConfig | None = None
 
 
 class ConfigError(Exception):

@@ -89,6 +89,8 @@ class RequestLines:
             "key": key_label(record.tenant) if record.tenant is not None else None,
         }
         line["prompt_version"] = record.prompt_version
+        if record.trace is not None:
+            line["trace_id"] = record.trace.trace_id
         line["tool_calls"] = tool_names(record.answer)
         if record.metadata is not None:
             line["metadata"] = record.metadata

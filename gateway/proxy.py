@@ -31,6 +31,7 @@ from .record import RequestRecord
 from .routing import forward
 from .routing.route import Route
 from .routing.strategies import request_tokens
+from . import tracing
 from .runtime import Runtime
 from .upstream.call import JsonAnswer, StreamAnswer, TargetFailed, UpstreamStatus, call_native
 from .upstream.request import UpstreamRequest
@@ -96,6 +97,10 @@ class Pipeline:
     async def _run(self, request: Request, runtime: Runtime, record: RequestRecord,
                    finish: Callable[[], None]) -> Response:
         headers = request_headers(request.scope)
+        if runtime.tracing is not None:
+            record.trace = runtime.tracing.request(headers, record, request.scope["path"])
+            # a traced answer is read whole, for its finish reasons (and its content, when asked)
+            record.keep_answer = record.keep_answer or runtime.tracing.content or record.trace.recording
         client_auth = client_authorization(headers)
         key_name = runtime.authenticate(client_auth)
         payload = parse_json_object(await read_body(request, headers, runtime.max_body_bytes))
@@ -141,7 +146,7 @@ class Pipeline:
             record.cache_bypass = "server-side state or hosted tools"
             return await self._upstream(route, upstream, include_usage, finish, None)
         found = await runtime.cache.consult(route.name, route.target_models, route.cache, payload, headers,
-                                            record.tenant, record.cache_spend, api and api.ENDPOINT)
+                                            record.tenant, record.cache_spend, api and api.ENDPOINT, record.trace)
         if isinstance(found, Bypass):
             record.cache_bypass = found.reason
             return await self._upstream(route, upstream, include_usage, finish, None)
@@ -405,6 +410,7 @@ def _finisher(request: Request, record: RequestRecord, runtime: Runtime) -> Call
                 priced = runtime.config.models.get(model)
                 spent += cost_usd(priced, model_usage) if priced is not None else 0.0
             runtime.quota.settle(record.admission, used, spent)
+        tracing.finish(record.trace, record)   # nothing when tracing is off
         observer.finish(record, runtime)
 
     return finish

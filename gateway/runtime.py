@@ -17,6 +17,7 @@ from .routing.health import Health
 from .routing.route import Route
 from .routing.rules import Step
 from .routing.table import RouteTable
+from .tracing import Tracing
 from .upstream.client import Provider
 from .upstream.leases import Leases
 from .upstream.target import Target
@@ -24,13 +25,14 @@ from .upstream.target import Target
 
 class Runtime:
     def __init__(self, loaded: LoadedConfig, providers: dict[str, Provider], cache: Cache, quota: Quota,
-                 leases: Leases | None = None):
+                 leases: Leases | None = None, tracing: Tracing | None = None):
         self.loaded = loaded
         self.config: GatewayConfig = loaded.config
         self.providers = providers
         self.cache = cache
         self.quota = quota   # the keys' limits; counters keyed by key name, so they outlive a reload
         self.leases = leases  # state.backend: redis: the providers' slots counted across processes
+        self.tracing = tracing   # `tracing:` set: the requests' spans, exported over OTLP
         self.max_body_bytes = self.config.server.max_body_bytes
         self.targets = _targets(self.config, providers)
         self.table = RouteTable(self.config, self.targets)
@@ -71,7 +73,7 @@ class Runtime:
                 quota = previous.quota   # type: ignore[union-attr]
             else:
                 quota = Quota(state, leases.redis if leases is not None else None)
-            runtime = cls(loaded, providers, cache, quota, leases)
+            runtime = cls(loaded, providers, cache, quota, leases, _tracing(loaded.config, previous))
         except BaseException:
             for name, provider in providers.items():  # a failed reload leaves no pool open behind it
                 if previous is None or previous.providers.get(name) is not provider:
@@ -94,6 +96,8 @@ class Runtime:
         await self.quota.close()
         if self.leases is not None:
             await self.leases.close()
+        if self.tracing is not None:
+            await self.tracing.close()
 
     async def retire(self, successor: "Runtime") -> None:
         """Close what the successor did not take over."""
@@ -106,6 +110,8 @@ class Runtime:
             await self.quota.close()
         if self.leases is not None and successor.leases is not self.leases:
             await self.leases.close()
+        if self.tracing is not None and successor.tracing is not self.tracing:
+            await self.tracing.close()
 
     def resolve(self, model: str, payload: dict[str, Any] | None = None,
                 headers: Mapping[str, str] | None = None, trace: list[Step] | None = None) -> Route:
@@ -162,6 +168,16 @@ def _cache_carries_over(previous: Runtime, config: GatewayConfig, providers: dic
         if model is None or previous.providers.get(model.provider) is not providers.get(model.provider):
             return False
     return True
+
+
+def _tracing(config: GatewayConfig, previous: "Runtime | None") -> Tracing | None:
+    """The config's tracer: the previous runtime's when `tracing:` did not change."""
+    if config.tracing is None:
+        return None
+    if previous is not None and previous.tracing is not None and previous.config.tracing == config.tracing:
+        return previous.tracing
+    t = config.tracing
+    return Tracing(t.endpoint, t.service_name, t.sample_ratio, t.content)
 
 
 def _targets(config: GatewayConfig, providers: dict[str, Provider]) -> dict[str, Target]:

@@ -15,6 +15,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from .. import tracing
 from ..config import CacheConfig, RouteCacheConfig
 from ..inbound.openai import message_text
 from ..upstream.target import Target
@@ -151,8 +152,8 @@ class Cache:
 
     async def consult(self, route: str, targets: list[str], rules: RouteCacheConfig, payload: dict[str, Any],
                       headers: Mapping[str, str], tenant: str,
-                      spent: list[tuple[str, dict[str, Any]]] | None = None, api: str | None = None
-                      ) -> "Hit | Lead | Bypass":
+                      spent: list[tuple[str, dict[str, Any]]] | None = None, api: str | None = None,
+                      trace: Any = None) -> "Hit | Lead | Bypass":
         """For a chat request: the exact layer, then the semantic one (when the route allows),
         then the flight on the exact key. `spent` gets the semantic layer's own calls (model, usage).
         `api`: the inbound API when not chat completions (its requests have keys of their own)."""
@@ -161,12 +162,16 @@ class Cache:
             return plan
         layers: dict[str, str] = {}
         if plan.lookup:
+            step = tracing.step(trace, tracing.CACHE_EXACT)   # None when tracing is off
             entry = await self.get(plan.key)
+            tracing.end(step, tracing.HIT if entry else tracing.MISS)
             layers["exact"] = "hit" if entry else "miss"
             if entry is not None:
                 return Hit(entry, "hit-exact", plan.key, layers)
             if plan.partition is not None:
+                step = tracing.step(trace, tracing.CACHE_SEMANTIC)
                 found = await self._lookup_semantic(plan, spent)
+                tracing.end(step, tracing.HIT if found else tracing.MISS)
                 layers["semantic"] = "hit" if found else "miss"
                 if found is not None:
                     entry, hit = found

@@ -29,7 +29,7 @@ async def attempt(policy: Policy, target: Target, request: UpstreamRequest) -> A
         return await call_once(policy, target, request)
     name = target.model
     return await retry.call(lambda: call_once(policy, target, request),
-                            lambda: policy.health.closed(name), request.record)
+                            lambda: policy.health.closed(name), request.record, name)
 
 
 async def call_once(policy: Policy, target: Target, request: UpstreamRequest) -> Answer:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
+from .. import tracing
 from ..errors import GatewayError
 from ..upstream.call import Answer, JsonAnswer, TargetCannot, TargetFailed, UpstreamStatus
 from ..upstream.request import UpstreamRequest
@@ -66,6 +67,7 @@ async def first_answer(route: Route, targets: Sequence[Target], request: Upstrea
             held = answer
             record.escalations.append(f"{target.model}:{problem}")
             continue
+        tracing.fell_back(record.trace, target.model, reason)
         pending = (pending or []) + [reason]
     if held is not None:
         record.model, record.provider = held.target.model, held.target.provider.name

@@ -14,6 +14,7 @@ from typing import Awaitable, Callable
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
+from .. import tracing
 from ..config import RetryConfig
 from ..record import RequestRecord
 from ..upstream.call import Answer, TargetFailed, UpstreamStatus
@@ -76,11 +77,15 @@ class Retry:
         return backoff if after is None else max(backoff, after)
 
     async def call(self, attempt: Callable[[], Awaitable[Answer]], still_worth_it: Callable[[], bool],
-                   record: RequestRecord) -> Answer:
+                   record: RequestRecord, target: str = "") -> Answer:
         """`attempt` until it answers, the retries run out, or `still_worth_it()` says stop (the
         target's circuit opened meanwhile)."""
         def count(state: RetryCallState) -> None:
             record.retries += 1
+            if record.trace is not None:
+                failure = state.outcome.exception() if state.outcome is not None else None
+                tracing.retried(record.trace, target, state.attempt_number, str(condition(failure)),
+                                state.upcoming_sleep)
 
         retrying = self._template.copy(
             retry=retry_if_exception(lambda exc: self.retryable(exc) and still_worth_it()),

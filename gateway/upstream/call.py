@@ -14,6 +14,7 @@ from typing import Any, AsyncIterator, Callable
 import aiohttp
 import orjson
 
+from .. import tracing
 from ..errors import GatewayError, too_busy, upstream_invalid, upstream_timeout, upstream_unreachable
 from ..providers.base import CHAT, Call, Outgoing
 from .client import UpstreamFailure
@@ -92,12 +93,14 @@ async def call_target(target: Target, request: UpstreamRequest) -> Answer:
     taken. Raises UpstreamStatus for an upstream error answer and TargetFailed when there is none."""
     provider = target.provider
     record = request.record
+    span = tracing.attempt(record.trace, target)   # None when tracing is off
     # Built before the wait: a field the provider cannot take is known at once.
     try:
-        outgoing, native = _outgoing(target, request)
+        outgoing, native = _outgoing(target, request, tracing.headers(span, request.headers))
     except GatewayError as exc:
         if exc.code not in ("unsupported_parameter", "unsupported_endpoint"):
             raise   # the request itself is wrong (a malformed part): no target would take it
+        tracing.failed(span, "unsupported")
         raise TargetCannot(exc) from None
     queued = time.perf_counter()
     try:
@@ -105,22 +108,36 @@ async def call_target(target: Target, request: UpstreamRequest) -> Answer:
     except LimitExceeded as exc:
         record.queue_wait_s += time.perf_counter() - queued  # a queue timeout waited too
         kind = "queue_full" if exc.reason == "queue full" else "queue_timeout"
+        tracing.failed(span, kind)
         raise TargetFailed(kind, too_busy(provider.name, exc.reason, 1)) from None
     started = time.perf_counter()
     record.queue_wait_s += started - queued
     try:
-        return await _send(target, slot, request.path, outgoing, request.stream, request, native)
+        answer = await _send(target, slot, request.path, outgoing, request.stream, request, native)
+    except UpstreamStatus as exc:
+        tracing.failed(span, str(exc.status), exc.status)
+        raise
+    except TargetFailed as exc:
+        tracing.failed(span, exc.kind)
+        raise
+    else:
+        if isinstance(answer, StreamAnswer):
+            tracing.streaming(span, answer.response.status)   # ended with the stream, by tracing.finish
+        else:
+            tracing.answered(span, answer.status, answer.data)
+        return answer
     finally:
         record.upstream_s += time.perf_counter() - started  # a stream: until its headers; the pump adds the rest
 
 
-def _outgoing(target: Target, request: UpstreamRequest) -> tuple[Outgoing, bool]:
+def _outgoing(target: Target, request: UpstreamRequest, headers: dict[str, str]) -> tuple[Outgoing, bool]:
     """The request for the target's provider, and whether it goes in the inbound API's own shape:
     a chat completion (or embeddings) request as it is; another inbound API's as it came to a
-    provider that speaks it, else in the chat form."""
+    provider that speaks it, else in the chat form. `headers`: the request's, with the attempt's
+    own `traceparent` when it is traced."""
     adapter, api = target.provider.adapter, request.api
     call = Call(request.path, request.payload, target.upstream_model, target.pricing, request.stream,
-                request.headers, request.ask_usage, request.optional)
+                headers, request.ask_usage, request.optional)
     if api is None:
         return adapter.request(call), False
     if api.ENDPOINT in adapter.native:
