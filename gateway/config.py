@@ -119,6 +119,26 @@ class ModelConfig(_Strict):
     max_tokens: int | None = Field(None, ge=1)
 
 
+class GuardrailConfig(_Strict):
+    """One named rule of `guardrails:` (gateway/guardrails/): PII entities or patterns, and what a
+    match does. Compiled (and refused with its line when it cannot be) where the config is read."""
+
+    kind: Literal["pii", "pattern"]
+    action: Literal["mask", "block", "flag"]
+    entities: list[str] = []          # kind: pii
+    patterns: list[str] = []          # kind: pattern (Python regular expressions)
+    restore: bool = False             # mask: placeholders the model echoes are given back in the answer
+    max_match: int = Field(256, ge=1, le=4096)   # pattern: the longest match a stream is checked for
+    placeholder: str | None = None    # pattern: the placeholder's name (default: the rule's, in capitals)
+
+
+class GuardrailsUse(_Strict):
+    """The rules a route (or a key, on top) applies: by name, to the request and to the answer."""
+
+    input: list[str] = []
+    output: list[str] = []
+
+
 class TargetConfig(_Strict):
     model: str
     weight: float = Field(1.0, gt=0)   # strategy: weighted
@@ -207,6 +227,7 @@ class RouteConfig(_Strict):
     prefer: Literal["cheapest", "listed"] = "cheapest"     # strategy: cost, among targets that fit
     estimated_output_tokens: int = Field(256, ge=1)  # strategy: cost, when the request has no max_tokens
     cache: RouteCacheConfig = RouteCacheConfig()
+    guardrails: GuardrailsUse = GuardrailsUse()       # rules of `guardrails:` on its requests and answers
 
     @model_validator(mode="before")
     @classmethod
@@ -293,6 +314,7 @@ class AuthKey(_Strict):
     rpm: int | None = Field(None, ge=1)   # requests per minute (a moving window), counted in `state:`
     tpm: int | None = Field(None, ge=1)   # tokens per minute (prompt + completion)
     budget: KeyBudget | None = None       # spend per period, from the real cost
+    guardrails: GuardrailsUse = GuardrailsUse()   # rules applied to this key's requests, besides the route's
 
     @field_validator("key_sha256")
     @classmethod
@@ -488,6 +510,7 @@ class GatewayConfig(_Strict):
     log: LogConfig = LogConfig()
     state: StateConfig = StateConfig()
     tracing: TracingConfig | None = None
+    guardrails: dict[str, GuardrailConfig] = {}
 
 
 class ConfigError(Exception):
@@ -672,6 +695,29 @@ def _cross_check(cfg: GatewayConfig, reader: _Reader) -> None:
                 )
         _check_route(cfg, name, route, reader)
     _check_route_cycles(cfg, reader)
+    _check_guardrails(cfg, reader)
+
+
+def _check_guardrails(cfg: GatewayConfig, reader: _Reader) -> None:
+    """Every rule compiles (a pattern that cannot, or that matches the empty string, is refused),
+    and every name a route or key uses is a rule."""
+    from .guardrails import RuleError, compile_rule   # its regex engine, only for a config that has rules
+
+    for name, rule in cfg.guardrails.items():
+        try:
+            compile_rule(name, rule.model_dump(exclude_defaults=True))
+        except RuleError as exc:
+            reader.problem(reader.line_of(("guardrails", name)), str(exc))
+    uses = [(("routes", name), route.guardrails) for name, route in cfg.routes.items()]
+    uses += [(("auth", "keys", i), key.guardrails) for i, key in enumerate(cfg.auth.keys)]
+    for at, use in uses:
+        for stage in ("input", "output"):
+            for j, rule in enumerate(getattr(use, stage)):
+                if rule not in cfg.guardrails:
+                    hint = difflib.get_close_matches(rule, list(cfg.guardrails), n=1)
+                    reader.problem(reader.line_of(at + ("guardrails", stage, j)),
+                                   f"{'.'.join(map(str, at))} uses guardrail '{rule}', which is not under guardrails:"
+                                   + (f" (did you mean '{hint[0]}'?)" if hint else ""))
 
 
 # Route settings that only mean something with one strategy: set with another, they are a mistake.

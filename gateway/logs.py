@@ -94,6 +94,8 @@ class RequestLines:
         line["tool_calls"] = tool_names(record.answer)
         if record.metadata is not None:
             line["metadata"] = record.metadata
+        if record.guardrails:   # the rules that fired, never what they matched
+            line["guardrails"] = [f"{stage}:{rule}:{action}" for stage, rule, action in record.guardrails]
         if record.path is not None:
             line["path"] = record.path
         if record.client_request_id is not None:

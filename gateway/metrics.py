@@ -268,6 +268,9 @@ class Metrics:
                                  "invalid, http_429, http_5xx, http_4xx, broken_stream).", ("provider", "kind"))
         self.fallbacks = C("gateway_fallbacks_total", "Moves to a route's next target, by the reason the previous one "
                            "failed.", ("route", "reason"))
+        self.guardrails = C("gateway_guardrail_events_total", "Guardrail rules that fired, by rule, stage (input, "
+                            "output) and action (mask, block, flag): once per request, stage and rule.",
+                            ("rule", "stage", "action"))
         self.reloads = C("gateway_config_reloads_total", "Config reload attempts by result.", ("result",))
         self.cache_requests = C("gateway_cache_requests_total", "Cache lookups per layer by result: hit, miss, bypass "
                                 "(not consulted for this request), error (the backend failed; served as a miss); "
@@ -286,7 +289,7 @@ class Metrics:
             self.requests, self.duration, self.ttft, self.upstream, self.overhead, self.queue_wait, self.tokens,
             self.tokens_estimated, self.cost, self.saved, self.unpriced, self.rejected, self.upstream_errors,
             self.fallbacks, self.reloads, self.cache_requests, self.state_errors, self.key_requests, self.key_tokens,
-            self.key_cost,
+            self.key_cost, self.guardrails,
         )
         for result in ("success", "failure"):
             self.reloads.values[(result,)] = 0

@@ -118,6 +118,8 @@ class Observer:
                 into[item] = into.get(item, 0) + 1
         for reason in record.fallbacks:
             _add(m.fallbacks.values, (route, reason), 1)
+        for stage, rule, action in record.guardrails:
+            _add(m.guardrails.values, (rule, stage, action), 1)
 
         usage = record.usage if isinstance(record.usage, dict) else None
         prompt = completion = cached = written = 0

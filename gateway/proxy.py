@@ -21,6 +21,8 @@ from .cache.embeddings import NO_USAGE, EmbeddingsCache, item_count
 from .cache.keys import tenant_of
 from .errors import GatewayError, error_body, upstream_invalid
 from .auth import client_authorization
+from .guardrails import apply_input
+from .guardrails.chat import ChatGuard
 from .inbound import messages as messages_api
 from .inbound import completions as completions_api
 from .inbound import responses as responses_api
@@ -114,6 +116,11 @@ class Pipeline:
         _read_labels(record, payload, headers, runtime.config.log.metadata_keys)
         route = runtime.resolve(payload["model"], payload, headers)  # rules first: the cache key names the route
         record.route = route.name
+        guard = None
+        if self.endpoint == "chat":
+            rules_in, rules_out = runtime.guardrails(route.name, key_name)
+            if rules_in or rules_out:   # before the cache key: a masked prompt is what is asked and cached
+                payload, guard = _guard_input(record, payload, rules_in, rules_out)
         key = runtime.key(key_name)
         if key is not None:
             budget = route.policy.budget if route.policy is not None else None
@@ -144,24 +151,24 @@ class Pipeline:
             record.cache_spend = []   # the semantic layer's calls are charged to the key's budget too
         if api is not None and not api.cacheable(payload):   # its answer depends on state kept elsewhere
             record.cache_bypass = "server-side state or hosted tools"
-            return await self._upstream(route, upstream, include_usage, finish, None)
+            return await self._upstream(route, upstream, include_usage, finish, None, guard)
         found = await runtime.cache.consult(route.name, route.target_models, route.cache, payload, headers,
                                             record.tenant, record.cache_spend, api and api.ENDPOINT, record.trace)
         if isinstance(found, Bypass):
             record.cache_bypass = found.reason
-            return await self._upstream(route, upstream, include_usage, finish, None)
+            return await self._upstream(route, upstream, include_usage, finish, None, guard)
         record.cache = "miss"
         record.cache_layers = found.layers
         if isinstance(found, Hit):
-            return self._hit(found, route, record, include_usage, finish, payload)
+            return self._hit(found, route, record, include_usage, finish, payload, guard)
         try:
-            return await self._upstream(route, upstream, include_usage, finish, found)
+            return await self._upstream(route, upstream, include_usage, finish, found, guard)
         except BaseException:
             found.abandon()  # followers go upstream on their own
             raise
 
     async def _upstream(self, route: Route, upstream: UpstreamRequest, include_usage: bool,
-                        finish: Callable[[], None], lead: Lead | None) -> Response:
+                        finish: Callable[[], None], lead: Lead | None, guard: ChatGuard | None = None) -> Response:
         """Forward; the lead (if any) is answered and completed once the client has its answer."""
         record, payload = upstream.record, upstream.payload
         answer = await forward(route, upstream)
@@ -171,6 +178,8 @@ class Pipeline:
 
         if isinstance(answer, StreamAnswer):
             target = answer.target
+            if guard is not None:   # the answer's text filtered as it streams
+                answer.chunks = guard.stream(answer.chunks)
 
             async def on_end(completed: bool, chunks: list[bytes]) -> None:
                 record.ended = time.perf_counter()
@@ -199,8 +208,11 @@ class Pipeline:
                     record.usage_estimated = True
                     record.cost_usd = cost_usd(target.pricing, record.usage)
                 record.status = 200
+                if guard is not None:
+                    _guarded(record, guard, "output")
                 if lead is not None:
-                    lead.answer(target.model, completion)
+                    # A stream the rules changed (masked, restored, stopped) is not the model's answer: not kept.
+                    lead.answer(target.model, None if guard is not None and guard.changed else completion)
                     await lead.complete()
                 finish()
 
@@ -209,10 +221,19 @@ class Pipeline:
 
         data = answer.data
         self._count_usage(record, payload, data, answer.target)
+        stored, raw = data, answer.raw
+        if guard is not None and answer.status == 200:   # filtered before it is sent; kept as the model gave it
+            data = record.answer = guard.answer(data)   # what the client got is what is logged
+            _guarded(record, guard, "output")
+            if data is not stored:
+                answer = JsonAnswer(answer.status, upstream.render(data), data, answer.target)
+            if guard.blocked:
+                stored = None
         after: Callable[[], Any] = finish
         if lead is not None:
-            # Followers have their answer now; the store follows the reply.
-            lead.answer(answer.target.model, data if answer.status == 200 else None, answer.raw)
+            # Followers have their answer now; the store follows the reply. (Followers get the
+            # model's answer, as a cache hit would, filtered by their own rules.)
+            lead.answer(answer.target.model, stored if answer.status == 200 else None, raw)
 
             async def complete_then_finish() -> None:
                 record.ended = time.perf_counter()  # the reply is out; the store is not the client's wait
@@ -286,8 +307,11 @@ class Pipeline:
         record.answer = completion
 
     def _hit(self, hit: Hit, route: Route, record: RequestRecord, include_usage: bool,
-             finish: Callable[[], None], payload: dict[str, Any]) -> Response:
+             finish: Callable[[], None], payload: dict[str, Any], guard: ChatGuard | None = None) -> Response:
         completion = hit.entry.completion
+        if guard is not None:   # a cached answer meets the rules in force now, and this request's placeholders
+            completion = guard.answer(completion)
+            _guarded(record, guard, "output")
         model = hit.entry.model or route.targets[0].model
         record.cache = hit.kind
         record.coalesced = hit.coalesced
@@ -304,7 +328,8 @@ class Pipeline:
         if record.stream:
             return ReplayStream(self._sse(completion, include_usage, payload), headers, record, finish)
         headers["x-gateway-cost-usd"] = "0.00000000"
-        body = hit.entry.body if self.api is None else self.api.render(completion, payload)
+        body = hit.entry.body if self.api is None and completion is hit.entry.completion \
+            else orjson.dumps(completion) if self.api is None else self.api.render(completion, payload)
         return Answered(body, 200, headers, finish)
 
     def _sse(self, completion: dict[str, Any], include_usage: bool, payload: dict[str, Any]) -> list[bytes]:
@@ -369,6 +394,33 @@ def _embeddings_usage(record: RequestRecord, answer: JsonAnswer) -> None:
     """An embeddings answer's usage is what the provider billed for the items it was sent."""
     record.usage = answer.data.get("usage") if isinstance(answer.data.get("usage"), dict) else None
     record.cost_usd = cost_usd(answer.target.pricing, record.usage)
+
+
+def _guard_input(record: RequestRecord, payload: dict[str, Any], rules_in: list[Any],
+                 rules_out: list[Any]) -> tuple[dict[str, Any], ChatGuard | None]:
+    """The input rules on the request's messages: the payload with them masked (400
+    `content_filter` when a rule blocks), and the output rules' guard for its answer."""
+    masker = restorer = None
+    if rules_in:
+        found = apply_input(rules_in, payload["messages"])
+        for fired in found.fired:
+            record.guardrails.append(("input", fired.rule, fired.action))
+            tracing.guardrail(record.trace, "input", fired.rule, fired.action)
+        if found.blocked is not None:
+            raise GatewayError(400, f"The request was stopped by the gateway's guardrail '{found.blocked}'.",
+                               "invalid_request_error", "content_filter", "messages")
+        if found.messages is not payload["messages"]:
+            payload = {**payload, "messages": found.messages}
+            record.messages = found.messages   # what is logged with log.content: the masked messages
+        masker, restorer = found.masker, found.restorer
+    return payload, ChatGuard(rules_out, masker, restorer) if rules_out else None
+
+
+def _guarded(record: RequestRecord, guard: ChatGuard, stage: str) -> None:
+    for fired in guard.fired:
+        record.guardrails.append((stage, fired.rule, fired.action))
+        tracing.guardrail(record.trace, stage, fired.rule, fired.action)
+    guard.fired = []
 
 
 # A prompt version or metadata value longer than this is cut in the log line.

@@ -41,6 +41,12 @@ class Runtime:
         self.in_flight = 0   # requests that may use this runtime (counted by reload.CountInFlight)
         self._keys = {k.digest(): k for k in self.config.auth.keys}
         self._key_by_name = {k.name: k for k in self.config.auth.keys}
+        self._guardrails = _guardrails(self.config)   # (route, key) -> (input rules, output rules)
+
+    def guardrails(self, route: str, key_name: str | None) -> tuple[list[Any], list[Any]]:
+        """The guardrail rules (gateway/guardrails/) on a request of `route` by key `key_name`: the
+        route's, then the key's own. Empty lists for most requests: nothing to do."""
+        return self._guardrails.get((route, key_name)) or self._guardrails.get((route, None)) or ([], [])
 
     @classmethod
     async def start(cls, loaded: LoadedConfig, previous: "Runtime | None" = None) -> "Runtime":
@@ -168,6 +174,26 @@ def _cache_carries_over(previous: Runtime, config: GatewayConfig, providers: dic
         if model is None or previous.providers.get(model.provider) is not providers.get(model.provider):
             return False
     return True
+
+
+def _guardrails(config: GatewayConfig) -> dict[tuple[str, str | None], tuple[list[Any], list[Any]]]:
+    """The compiled rules of each route (key None) and of each route and key, where there are any."""
+    if not config.guardrails:
+        return {}
+    from .guardrails import compile_rules   # the regex engine: only for a config that has rules
+
+    rules = compile_rules({name: rule.model_dump(exclude_defaults=True) for name, rule in config.guardrails.items()})
+    out: dict[tuple[str, str | None], tuple[list[Any], list[Any]]] = {}
+    keys = [(None, [], [])] + [(k.name, k.guardrails.input, k.guardrails.output) for k in config.auth.keys]
+    for route_name in dict.fromkeys([*config.routes, *config.models]):   # a model's name is a route of its own
+        route = config.routes.get(route_name)
+        route_in, route_out = (route.guardrails.input, route.guardrails.output) if route is not None else ([], [])
+        for key_name, key_in, key_out in keys:
+            names_in = list(dict.fromkeys([*route_in, *key_in]))
+            names_out = list(dict.fromkeys([*route_out, *key_out]))
+            if names_in or names_out:
+                out[(route_name, key_name)] = ([rules[n] for n in names_in], [rules[n] for n in names_out])
+    return out
 
 
 def _tracing(config: GatewayConfig, previous: "Runtime | None") -> Tracing | None:
