@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, Any, Callable
 
 import orjson
 
@@ -40,6 +40,9 @@ class RequestLines:
 
     def __init__(self, content: bool = False):
         self.content = content   # log.content: the messages and the answer's text go in too
+        # ...with every PII entity the guardrails know masked (`<EMAIL_1>`), whatever the route's
+        # rules (compiled when first needed: `content` may be turned on by a reload)
+        self._mask: Callable[[str], str] | None = None
         self._second = -1
         self._prefix = ""
 
@@ -113,8 +116,10 @@ class RequestLines:
             line["escalation_reasons"] = record.escalations
             line["escalation_cost_usd"] = record.escalation_cost_usd
         if self.content:
-            line["messages"] = record.messages
-            line["answer"] = answer_text(record.answer)
+            mask = self._mask = self._mask or _pii_mask()
+            line["messages"] = _masked(record.messages, mask)
+            answer = answer_text(record.answer)
+            line["answer"] = mask(answer) if isinstance(answer, str) else answer
         return orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE, default=str)
 
 
@@ -122,6 +127,24 @@ def event_line(timestamp: str, level: int, event: str, fields: dict[str, Any]) -
     """A JSON line for something other than a request (a config reload), in the request lines' shape."""
     line = {"ts": timestamp, "level": LEVEL_NAMES[level], "event": event, **fields}
     return orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE, default=str)
+
+
+def _pii_mask() -> Callable[[str], str]:
+    """Every PII entity masked, for the log: one rule of the guardrails' detectors, compiled once."""
+    from .guardrails import ENTITIES, compile_rule, filter_answer
+
+    rule = compile_rule("log", {"kind": "pii", "entities": sorted(ENTITIES), "action": "mask"})
+    return lambda text: filter_answer([rule], text).text
+
+
+def _masked(value: Any, mask: Callable[[str], str]) -> Any:
+    if isinstance(value, str):
+        return mask(value)
+    if isinstance(value, list):
+        return [_masked(item, mask) for item in value]
+    if isinstance(value, dict):
+        return {k: _masked(v, mask) for k, v in value.items()}
+    return value
 
 
 def tool_names(answer: dict[str, Any] | None) -> list[str]:

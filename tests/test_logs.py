@@ -156,6 +156,17 @@ def test_content_logged_when_asked(serve, upstream):
     assert GATEWAY_KEY not in out and PROVIDER_KEY not in out
 
 
+def test_content_logged_has_pii_masked(serve, upstream):
+    gw = serve(config(upstream, log={"content": True}))
+    text = "card 4111 1111 1111 1111, mail jo@example.com, 身份证 11010519491231002X"
+    assert ask(gw.url, GATEWAY_KEY, text).status_code == 200
+    [line], out, _ = gw.stop()
+    assert line["messages"] == [{"role": "user", "content": "card <CREDIT_CARD_1>, mail <EMAIL_1>, 身份证 <CN_ID_1>"}]
+    assert line["answer"] == "Echo: card <CREDIT_CARD_1>, mail <EMAIL_1>, 身份证 <CN_ID_1>"
+    for secret in ("4111 1111 1111 1111", "jo@example.com", "11010519491231002X"):
+        assert secret not in out
+
+
 def test_model_is_the_config_name_and_upstream_model_what_was_sent(serve, upstream):
     # `model` means the same in the log as in the metric labels: the name under `models:`.
     models = {"fast": {"provider": "fake", "name": "vendor/fast-model-v2", "input_per_1m": 0.1, "output_per_1m": 0.2}}
