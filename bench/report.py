@@ -247,6 +247,8 @@ def markdown(results: dict) -> str:
         L += keys_md(results["keys"])
     if results.get("providers", {}).get("runs"):
         L += providers_md(results["providers"])
+    if results.get("tracing", {}).get("runs"):
+        L += tracing_md(results["tracing"])
     if results.get("soak"):
         L += soak_md(results["soak"])
     mem = results.get("memory")
@@ -380,6 +382,22 @@ def providers_md(providers: dict) -> list[str]:
             continue
         L.append(f"| {case} | {o['rps']:,.0f} | {c['rps']:,.0f} | {o['p50']:.3f} | {c['p50']:.3f} | "
                  f"{c['p50'] - o['p50']:+.3f} | {c['p99'] - o['p99']:+.3f} |")
+    return L + [""]
+
+
+def tracing_md(tracing: dict) -> list[str]:
+    """What tracing costs: the same pass-through without and with OpenTelemetry spans exported."""
+    L = ["## Tracing: what the spans cost", "",
+         "The same pass-through (8 in flight, instant upstream) with no `tracing:` section and exporting over "
+         "OTLP/HTTP to a local receiver at three sampling ratios; each variant twice, alternating; the medians. "
+         f"Spans received: {tracing.get('spans_received', 0):,}.", "",
+         "| variant | req/s | P50 ms | P99 ms | P50 added |", "|---|---:|---:|---:|---:|"]
+    med = {name: {k: statistics.median(r[k] for r in runs) for k in ("rps", "p50", "p99")}
+           for name, runs in tracing["runs"].items()}
+    base = med.get("off")
+    for name, m in med.items():
+        added = f"{m['p50'] - base['p50']:+.3f}" if base and name != "off" else ""
+        L.append(f"| {name} | {m['rps']:,.0f} | {m['p50']:.3f} | {m['p99']:.3f} | {added} |")
     return L + [""]
 
 

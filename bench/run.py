@@ -6,7 +6,8 @@
 Scenarios (issue 6): passthrough (1 and 32 in flight), slow (256 in flight, 50 ms upstream),
 streams (1,000 concurrent SSE streams), exact (exact-cache hits), semantic (lookups against 10,000
 stored entries), mix (Zipf support traffic), memory (RSS idle / 100k / 1M), workers (--workers 2),
-keys (what the limits cost), providers (what translating to Anthropic's API costs). Not in `all`: soak (30 minutes of mixed traffic with a fault a minute;
+keys (what the limits cost), providers (what translating to Anthropic's API costs), tracing (what
+OpenTelemetry spans cost). Not in `all`: soak (30 minutes of mixed traffic with a fault a minute;
 `--scenario soak`, `--soak-minutes`).
 Results: bench/results/<timestamp>/ (results.md, results.json, PNG charts, logs). Loopback only;
 every load is bounded in time and count.
@@ -37,7 +38,8 @@ import soak as S  # noqa: E402
 from targets import (MODELS, PRICE, Bare, Gateway, PeerTarget, UpstreamAlone, gateway_config)  # noqa: E402
 from upstream import Nginx  # noqa: E402
 
-ALL = ["passthrough", "slow", "streams", "exact", "semantic", "mix", "memory", "workers", "keys", "providers"]
+ALL = ["passthrough", "slow", "streams", "exact", "semantic", "mix", "memory", "workers", "keys", "providers",
+       "tracing"]
 # Asked for by name only: `all` would take 30 minutes longer with it (the smoke test runs it briefly).
 EXTRA = ["soak"]
 WRK_SCENARIOS = {  # name -> (upstream kind, in flight, cacheable)
@@ -448,6 +450,42 @@ class Bench:
             gw.stop()
         self.results["providers"] = out
 
+    def tracing(self) -> None:
+        """What tracing costs per request: the same pass-through (8 in flight, instant upstream)
+        with no `tracing:` section, and exporting over OTLP/HTTP to a local receiver (the tests'
+        OTLP receiver, in this process) at sample_ratio 0, 0.1 and 1.0; each variant twice,
+        alternating."""
+        if not self.selected("tracing"):
+            return
+        sys.path.insert(0, str(ROOT))
+        from tests.otlp_receiver import OtlpReceiver
+
+        a = self.args
+        out: dict = {"runs": {}}
+        receiver = OtlpReceiver().start()
+        gateways: dict = {}
+        try:
+            variants = {"off": None, "sample 0": 0.0, "sample 0.1": 0.1, "sample 1.0": 1.0}
+            for name, ratio in variants.items():
+                cfg = gateway_config(self.nginx, None, free_port(), semantic=False)
+                if ratio is not None:
+                    cfg["tracing"] = {"endpoint": receiver.endpoint, "sample_ratio": ratio}
+                gateways[name] = Gateway(self.work, cfg, tag="gateway-tracing-" + name.replace(" ", "-"))
+            for _ in range(2):
+                for name, gw in gateways.items():
+                    r = self.wrk(gw.url("instant"), 8, a.duration, body_for(gw.model("instant"), False), [])
+                    out["runs"].setdefault(name, []).append(r)
+                    log(f"  tracing: {name}: {r['rps']:,.0f} req/s, p50 {r['p50']:.2f} ms, p99 {r['p99']:.2f} ms, "
+                        f"errors {r['errors']}")
+            out["spans_received"] = len(receiver.snapshot())
+        except Exception as exc:  # noqa: BLE001
+            self.fail("tracing", exc)
+        finally:
+            for gw in gateways.values():
+                gw.stop()
+            receiver.stop()
+        self.results["tracing"] = out
+
     def soak(self) -> None:
         """N minutes of mixed traffic against one gateway, a fault every minute (bench/soak.py)."""
         if not self.selected("soak"):
@@ -633,6 +671,7 @@ class Bench:
             self.memory()
             self.keys()
             self.providers()
+            self.tracing()
             self.soak()
         finally:
             for gw in self.shared.values():
