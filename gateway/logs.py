@@ -116,7 +116,10 @@ class RequestLines:
             line["escalation_reasons"] = record.escalations
             line["escalation_cost_usd"] = record.escalation_cost_usd
         if self.content:
-            mask = self._mask = self._mask or _pii_mask()
+            if self._mask is None:
+                from .guardrails import pii_mask   # its detectors: only when content is logged
+                self._mask = pii_mask()
+            mask = self._mask
             line["messages"] = _masked(record.messages, mask)
             answer = answer_text(record.answer)
             line["answer"] = mask(answer) if isinstance(answer, str) else answer
@@ -127,14 +130,6 @@ def event_line(timestamp: str, level: int, event: str, fields: dict[str, Any]) -
     """A JSON line for something other than a request (a config reload), in the request lines' shape."""
     line = {"ts": timestamp, "level": LEVEL_NAMES[level], "event": event, **fields}
     return orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE, default=str)
-
-
-def _pii_mask() -> Callable[[str], str]:
-    """Every PII entity masked, for the log: one rule of the guardrails' detectors, compiled once."""
-    from .guardrails import ENTITIES, compile_rule, filter_answer
-
-    rule = compile_rule("log", {"kind": "pii", "entities": sorted(ENTITIES), "action": "mask"})
-    return lambda text: filter_answer([rule], text).text
 
 
 def _masked(value: Any, mask: Callable[[str], str]) -> Any:

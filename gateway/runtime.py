@@ -203,7 +203,11 @@ def _tracing(config: GatewayConfig, previous: "Runtime | None") -> Tracing | Non
     if previous is not None and previous.tracing is not None and previous.config.tracing == config.tracing:
         return previous.tracing
     t = config.tracing
-    return Tracing(t.endpoint, t.service_name, t.sample_ratio, t.content)
+    mask = None
+    if t.content:   # the text a trace holds, with every PII entity masked, as the log's
+        from .guardrails import pii_mask
+        mask = pii_mask()
+    return Tracing(t.endpoint, t.service_name, t.sample_ratio, t.content, mask=mask)
 
 
 def _targets(config: GatewayConfig, providers: dict[str, Provider]) -> dict[str, Target]:

@@ -93,10 +93,12 @@ def test_a_fallback_is_in_the_trace(start_gateway, upstream, receiver):
 
 def test_content_only_when_asked(start_gateway, upstream, receiver):
     gw = start_gateway(traced(upstream, receiver, content=True))
-    gw.http().post("/v1/chat/completions", json={"model": "support", "messages": [{"role": "user", "content": "hello"}]})
+    gw.http().post("/v1/chat/completions", json={"model": "support", "messages": [
+        {"role": "user", "content": "hello, I am jo@example.com"}]})
     spans = spans_of(gw, receiver, 2)
     details = [e for s in spans for e in s.events if e[0] == "gen_ai.client.inference.operation.details"]
-    assert details and "hello" in str(details[0][1])
+    assert details and "hello, I am <EMAIL_1>" in str(details[0][1])   # masked as the log masks
+    assert "jo@example.com" not in str(details)
 
 
 def test_without_a_tracing_section_nothing_is_traced(start_gateway, upstream, receiver):

@@ -14,8 +14,15 @@ from .placeholders import Masker, Restorer
 from .rules import ACTIONS, KINDS, InputResult, RuleError, apply_input, compile_rule, compile_rules
 from .stream import Filtered, Fired, OutputFilter, filter_answer
 
+
+def pii_mask():
+    """Every PII entity masked (`<EMAIL_1>`...): one rule of the detectors, compiled once, as a
+    function of a text. What the log (`log.content`) and traces (`tracing.content`) write."""
+    rule = compile_rule("pii", {"kind": "pii", "entities": sorted(ENTITIES), "action": "mask"})
+    return lambda text: filter_answer([rule], text).text
+
 __all__ = [
     "ACTIONS", "ENTITIES", "KINDS", "MAX_MATCH", "MAX_MATCH_LIMIT", "Filtered", "Fired", "InputResult", "Masker",
     "OutputFilter", "Restorer", "Rule", "RuleError", "apply_input", "check_pattern", "compile_rule",
-    "compile_rules", "filter_answer",
+    "compile_rules", "filter_answer", "pii_mask",
 ]
