@@ -117,7 +117,7 @@ class Pipeline:
         route = runtime.resolve(payload["model"], payload, headers)  # rules first: the cache key names the route
         record.route = route.name
         guard = None
-        if self.endpoint == "chat":
+        if self.endpoint in GUARDED:
             rules_in, rules_out = runtime.guardrails(route.name, key_name)
             if rules_in or rules_out:   # before the cache key: a masked prompt is what is asked and cached
                 payload, guard = _guard_input(record, payload, rules_in, rules_out)
@@ -146,7 +146,7 @@ class Pipeline:
         # it asked (another API's stream carries the usage in its own events).
         include_usage = wants_usage(payload) if api is None else False
         upstream = UpstreamRequest(payload, self.path, stream, upstream_headers, record,
-                                   ask_usage=stream and not include_usage, api=api)
+                                   ask_usage=stream and not include_usage, api=api, guard=guard)
         if record.admission is not None and record.admission.key.budget is not None:
             record.cache_spend = []   # the semantic layer's calls are charged to the key's budget too
         if api is not None and not api.cacheable(payload):   # its answer depends on state kept elsewhere
@@ -178,8 +178,8 @@ class Pipeline:
 
         if isinstance(answer, StreamAnswer):
             target = answer.target
-            if guard is not None:   # the answer's text filtered as it streams
-                answer.chunks = guard.stream(answer.chunks)
+            if guard is not None and self.api is None:   # the answer's text filtered as it streams
+                answer.chunks = guard.stream(answer.chunks)      # (another API's: in its chat form, call.py)
 
             async def on_end(completed: bool, chunks: list[bytes]) -> None:
                 record.ended = time.perf_counter()
@@ -396,22 +396,32 @@ def _embeddings_usage(record: RequestRecord, answer: JsonAnswer) -> None:
     record.cost_usd = cost_usd(answer.target.pricing, record.usage)
 
 
+# The endpoints guardrails apply to: their requests have `messages` (and Messages a `system`) whose
+# text is read the same way (a string, or text parts / text blocks).
+GUARDED = frozenset({"chat", messages_api.ENDPOINT})
+
+
 def _guard_input(record: RequestRecord, payload: dict[str, Any], rules_in: list[Any],
                  rules_out: list[Any]) -> tuple[dict[str, Any], ChatGuard | None]:
     """The input rules on the request's messages: the payload with them masked (400
     `content_filter` when a rule blocks), and the output rules' guard for its answer."""
     masker = restorer = None
     if rules_in:
-        found = apply_input(rules_in, payload["messages"])
+        system = payload.get("system")   # Messages' system prompt, read with the messages
+        given = ([{"role": "system", "content": system}] if system else []) + payload["messages"]
+        found = apply_input(rules_in, given)
         for fired in found.fired:
             record.guardrails.append(("input", fired.rule, fired.action))
             tracing.guardrail(record.trace, "input", fired.rule, fired.action)
         if found.blocked is not None:
             raise GatewayError(400, f"The request was stopped by the gateway's guardrail '{found.blocked}'.",
                                "invalid_request_error", "content_filter", "messages")
-        if found.messages is not payload["messages"]:
-            payload = {**payload, "messages": found.messages}
-            record.messages = found.messages   # what is logged with log.content: the masked messages
+        if found.messages is not given:
+            masked = found.messages
+            payload = {**payload, "messages": masked[1:]} if system else {**payload, "messages": masked}
+            if system:
+                payload["system"] = masked[0]["content"]
+            record.messages = payload["messages"]   # what is logged with log.content: the masked messages
         masker, restorer = found.masker, found.restorer
     return payload, ChatGuard(rules_out, masker, restorer) if rules_out else None
 

@@ -143,3 +143,60 @@ def test_check_config_refuses_a_pattern_that_matches_nothing_or_everything(tmp_p
 
 def base_config_dict() -> dict[str, Any]:
     return {"providers": {"p": {"base_url": "http://127.0.0.1:9/v1"}}, "models": {"m": {"provider": "p"}}}
+
+
+# ---- Anthropic's Messages API in ---------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def claude_api():
+    from .fake_anthropic import FakeAnthropic
+
+    fake = FakeAnthropic(name="anthropic").start()
+    yield fake
+    fake.stop()
+
+
+def messages_config(upstream: Any, claude_api: Any) -> dict[str, Any]:
+    from .fake_anthropic import API_KEY
+
+    cfg = config(upstream, input=["pii"], output=["no-leaks", "pii"])
+    cfg["providers"]["anthropic"] = {"type": "anthropic", "base_url": claude_api.url, "api_key": API_KEY}
+    cfg["models"]["claude"] = {"provider": "anthropic", "name": "claude-sonnet-4-5"}
+    cfg["routes"]["native"] = {"targets": ["claude"], "guardrails": {"input": ["pii"], "output": ["no-leaks", "pii"]}}
+    return cfg
+
+
+def test_a_messages_request_is_masked_system_and_all(start_gateway, upstream, claude_api):
+    import anthropic
+
+    claude_api.reset()
+    gw = start_gateway(messages_config(upstream, claude_api))
+    client = anthropic.Anthropic(base_url=gw.url, api_key="sk-x", max_retries=0)
+    client.messages.create(model="support", max_tokens=50, system="The customer is jo@example.com",
+                           messages=[{"role": "user", "content": f"charge {CARD}"}])
+    sent = upstream.seen[-1].body["messages"]   # translated to chat completions
+    assert sent == [{"role": "system", "content": "The customer is <EMAIL_1>"},
+                    {"role": "user", "content": "charge <CREDIT_CARD_1>"}]
+    client.messages.create(model="native", max_tokens=50, system="The customer is jo@example.com",
+                           messages=[{"role": "user", "content": f"charge {CARD}"}])
+    native = claude_api.seen[-1].body   # as it came, masked
+    assert native["system"] == "The customer is <EMAIL_1>" and native["messages"][0]["content"] == "charge <CREDIT_CARD_1>"
+
+
+@pytest.mark.parametrize("route", ["support", "native"])
+def test_a_messages_answer_is_masked_and_a_stream_stopped(start_gateway, upstream, claude_api, route):
+    import anthropic
+
+    claude_api.reset()
+    gw = start_gateway(messages_config(upstream, claude_api))
+    client = anthropic.Anthropic(base_url=gw.url, api_key="sk-x", max_retries=0)
+    for fake in (upstream, claude_api):
+        fake.set(reply=f"Your card {CARD} is on file.")
+    answer = client.messages.create(model=route, max_tokens=50, messages=[{"role": "user", "content": "card?"}])
+    assert answer.content[0].text == "Your card <CREDIT_CARD_1> is on file."
+    for fake in (upstream, claude_api):
+        fake.set(reply="The plan is internal use only and secret.")
+    with client.messages.stream(model=route, max_tokens=50, messages=[{"role": "user", "content": "plan?"}]) as s:
+        text = "".join(s.text_stream)
+        final = s.get_final_message()
+    assert text == "The plan is " and final.stop_reason == "refusal"

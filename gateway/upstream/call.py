@@ -140,7 +140,7 @@ def _outgoing(target: Target, request: UpstreamRequest, headers: dict[str, str])
                 headers, request.ask_usage, request.optional)
     if api is None:
         return adapter.request(call), False
-    if api.ENDPOINT in adapter.native:
+    if api.ENDPOINT in adapter.native and not (request.guard is not None and request.stream):
         return adapter.native_request(api.ENDPOINT, call), True
     call.path, call.payload = CHAT, api.to_chat(request.payload, adapter.type)
     return adapter.request(call), False
@@ -250,6 +250,8 @@ async def _send(target: Target, slot: Slot, path: str, outgoing: Outgoing, strea
             else:
                 chunks = adapter.stream(upstream, target.upstream_model)
                 if api is not None:
+                    if request.guard is not None:
+                        chunks = request.guard.stream(chunks)
                     chunks = api.render_stream(chunks, request.payload)
             return StreamAnswer(upstream, chunks, target, slot.release, api)
         try:

@@ -26,6 +26,9 @@ class UpstreamRequest:
     # The inbound API when not chat completions or embeddings (gateway/inbound/: Anthropic's
     # Messages, say): the payload is in its shape, and so must the answer be.
     api: Any = None
+    # The output guardrails of an inbound API's request (gateway/guardrails/chat.py): its stream is
+    # filtered in the chat form, before it is written in the API's shape (so it never goes native).
+    guard: Any = None
 
     def render(self, completion: dict[str, Any]) -> bytes:
         """A chat completion as the client's answer body."""
