@@ -123,3 +123,18 @@ def test_a_retry_is_an_event_of_the_request(start_gateway, upstream, receiver):
     assert retry["gateway.target"] == "gpt-4o-mini" and retry["error.type"] == "503"
     assert retry["gateway.retry.attempt"] == 1
     assert len([s for s in spans if s.kind == "CLIENT"]) == 2
+
+
+def test_the_semantic_lookup_and_its_embedding_are_steps(start_gateway, upstream, receiver):
+    cfg = traced(upstream, receiver)
+    cfg["cache"] = {"cacheable": "always", "exact": {"max_entries": 1},
+                    "semantic": {"enabled": True, "embedder": {"kind": "openai", "model": "text-embedding-3-small"}}}
+    cfg["routes"]["support"]["cache"] = {"semantic": True}
+    gw = start_gateway(cfg)
+    r = gw.http().post("/v1/chat/completions", json={"model": "support", "messages": [
+        {"role": "user", "content": "opening hours"}]})
+    assert r.status_code == 200
+    spans = spans_of(gw, receiver, 4)
+    semantic = next(s for s in spans if s.name == "cache.semantic")
+    embedding = next(s for s in spans if s.name == "cache.embedding")
+    assert embedding.parent_span_id == semantic.span_id and semantic.attributes["gateway.cache.result"] == "miss"

@@ -170,7 +170,7 @@ class Cache:
                 return Hit(entry, "hit-exact", plan.key, layers)
             if plan.partition is not None:
                 step = tracing.step(trace, tracing.CACHE_SEMANTIC)
-                found = await self._lookup_semantic(plan, spent)
+                found = await self._lookup_semantic(plan, spent, trace, step)
                 tracing.end(step, tracing.HIT if found else tracing.MISS)
                 layers["semantic"] = "hit" if found else "miss"
                 if found is not None:
@@ -243,12 +243,12 @@ class Cache:
         found = await self.store.get(key)
         return None if found is None else self.store.unpack(found)
 
-    async def _lookup_semantic(self, plan: CachePlan,
-                               spent: list[tuple[str, dict[str, Any]]] | None) -> tuple[Entry, Any] | None:
+    async def _lookup_semantic(self, plan: CachePlan, spent: list[tuple[str, dict[str, Any]]] | None,
+                               trace: Any = None, step: Any = None) -> tuple[Entry, Any] | None:
         """The entry a semantic hit serves, with the hit (similarity, judge calls), or None."""
         if self.semantic is None or plan.partition is None or plan.text is None:
             return None
-        hit = await self.semantic.lookup(plan.partition, plan.text, spent)
+        hit = await self.semantic.lookup(plan.partition, plan.text, spent, trace, step)
         entry = Entry.from_dict(hit.answer) if hit is not None else None
         return (entry, hit) if entry is not None else None
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from cachetools import LRUCache
 
+from ... import tracing
 from ...config import SemanticCacheConfig
 from .embedders import (Embedder, EmbedderBusy, EmbedderError, LocalEmbedder, OpenAIEmbedder, UnreadableText,
                         make_embedder)
@@ -201,12 +202,13 @@ class SemanticCache:
 
     # ---- the interface ----------------------------------------------------------------------
 
-    async def lookup(self, partition: str, text: str,
-                     spent: list[tuple[str, dict[str, Any]]] | None = None) -> SemanticHit | None:
+    async def lookup(self, partition: str, text: str, spent: list[tuple[str, dict[str, Any]]] | None = None,
+                     trace: Any = None, step: Any = None) -> SemanticHit | None:
         """The stored answer to a question that needs the same answer as `text`, or None.
-        `spent` gets the (model, usage) of the calls it made (embedding, judge), hit or miss."""
+        `spent` gets the (model, usage) of the calls it made (embedding, judge), hit or miss;
+        `trace`, `step`: the request's span and the lookup's (gateway/tracing.py), for its own."""
         try:
-            hit = await self._lookup(partition, text, spent if spent is not None else [])
+            hit = await self._lookup(partition, text, spent if spent is not None else [], trace, step)
         except Exception as exc:  # a bug here must cost a miss, never the request
             log.exception("semantic cache: lookup failed: %s", exc)
             self.stats["errors"] += 1
@@ -214,7 +216,8 @@ class SemanticCache:
         self.stats["hits" if hit is not None else "misses"] += 1
         return hit
 
-    async def _lookup(self, partition: str, text: str, spent: list[tuple[str, dict[str, Any]]]) -> SemanticHit | None:
+    async def _lookup(self, partition: str, text: str, spent: list[tuple[str, dict[str, Any]]],
+                      trace: Any = None, step: Any = None) -> SemanticHit | None:
         if not text.strip():
             return None
         if len(text) > self.config.max_text_chars:
@@ -223,7 +226,9 @@ class SemanticCache:
         if not self._ready():
             self.stats["skipped"] += 1
             return None
+        embedding = tracing.step(trace, tracing.CACHE_EMBEDDING, parent=step)
         vector = await self._embed(text, spent)
+        tracing.end(embedding, error=None if vector is not None else "no_embedding")
         if vector is None:
             return None
         candidates = await self._search(partition, vector)
@@ -239,9 +244,13 @@ class SemanticCache:
                 if rule_veto(candidate.text, text) is not None:
                     self.stats["vetoes"] += 1
                     continue
-                if self.judge is not None and not await self._judged_same(candidate.text, text, judged):
-                    self.stats["judge_rejects"] += 1
-                    continue
+                if self.judge is not None:
+                    judging = tracing.step(trace, tracing.CACHE_JUDGE, parent=step)
+                    same = await self._judged_same(candidate.text, text, judged)
+                    tracing.end(judging, {"gateway.cache.judge.same": same})
+                    if not same:
+                        self.stats["judge_rejects"] += 1
+                        continue
             spent.extend(judged)
             return SemanticHit(candidate.answer, candidate.score, candidate.text, judged)
         spent.extend(judged)
