@@ -21,7 +21,8 @@ import orjson
 from ..errors import GatewayError, bad_request
 from ..providers.anthropic import StreamTranslation, chat_completion
 from ..providers.base import unsupported
-from ..providers.sse import complete_events, events_of, last_event_name
+from ..providers.sse import complete_events, last_event_name
+from .chat_events import replayed, rewritten
 
 ENDPOINT = "messages"
 PATH = "/v1/messages"
@@ -340,37 +341,14 @@ class ChatToEvents:
         return event("content_block_stop", {"index": self.block})
 
 
-async def render_stream(chat_sse: AsyncIterator[bytes], payload: dict[str, Any] | None = None) -> AsyncIterator[bytes]:
-    """A chat stream (OpenAI SSE bytes) as Messages events, as it arrives; ends without
-    message_stop when the chat stream ended without `[DONE]` (the pump then adds the error event)."""
-    events = ChatToEvents()
-    async for _, data in events_of(chat_sse):
-        if data == b"[DONE]":
-            yield events.end()
-            return
-        try:
-            chunk = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            continue
-        if isinstance(chunk, dict):
-            out = events.feed(chunk)
-            if out:
-                yield out
-            if "error" in chunk:
-                return
+def render_stream(chat_sse: AsyncIterator[bytes], payload: dict[str, Any] | None = None) -> AsyncIterator[bytes]:
+    """A chat stream (OpenAI SSE bytes) as this API's events, as it arrives."""
+    return rewritten(chat_sse, ChatToEvents())
 
 
 def replay(chat_sse: Iterable[bytes], payload: dict[str, Any] | None = None) -> list[bytes]:
-    """A whole chat stream (a cached answer's) as Messages events."""
-    events, out = ChatToEvents(), []
-    for _, data in complete_events(chat_sse):
-        if data == b"[DONE]":
-            out.append(events.end())
-            break
-        chunk = orjson.loads(data)
-        if isinstance(chunk, dict):
-            out.append(events.feed(chunk))
-    return out
+    """A whole chat stream (a cached answer's) as this API's events."""
+    return replayed(chat_sse, ChatToEvents())
 
 
 def chat_chunks(kept: Iterable[bytes], model: str) -> list[bytes]:

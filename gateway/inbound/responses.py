@@ -24,7 +24,8 @@ import orjson
 from ..errors import bad_request, error_body as openai_error_body
 from ..providers import shape
 from ..providers.base import unsupported
-from ..providers.sse import complete_events, events_of, last_event_name
+from ..providers.sse import complete_events, last_event_name
+from .chat_events import replayed, rewritten
 
 ENDPOINT = "responses"
 PATH = "/v1/responses"
@@ -689,38 +690,15 @@ class ChatToEvents:
         return out + self._event("response.output_item.done", {"output_index": where["output_index"], "item": item})
 
 
-async def render_stream(chat_sse: AsyncIterator[bytes],
+def render_stream(chat_sse: AsyncIterator[bytes],
                         request_payload: dict[str, Any] | None = None) -> AsyncIterator[bytes]:
-    """A chat stream (OpenAI SSE bytes) as Responses events, as it arrives; ends without
-    response.completed when the chat stream ended without `[DONE]` (the pump then adds the error event)."""
-    events = ChatToEvents(request_payload)
-    async for _, data in events_of(chat_sse):
-        if data == b"[DONE]":
-            yield events.end()
-            return
-        try:
-            chunk = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            continue
-        if isinstance(chunk, dict):
-            out = events.feed(chunk)
-            if out:
-                yield out
-            if "error" in chunk:
-                return
+    """A chat stream (OpenAI SSE bytes) as this API's events, as it arrives."""
+    return rewritten(chat_sse, ChatToEvents(request_payload))
 
 
 def replay(chat_sse: Iterable[bytes], request_payload: dict[str, Any] | None = None) -> list[bytes]:
-    """A whole chat stream (a cached answer's) as Responses events."""
-    events, out = ChatToEvents(request_payload), []
-    for _, data in complete_events(chat_sse):
-        if data == b"[DONE]":
-            out.append(events.end())
-            break
-        chunk = orjson.loads(data)
-        if isinstance(chunk, dict):
-            out.append(events.feed(chunk))
-    return out
+    """A whole chat stream (a cached answer's) as this API's events."""
+    return replayed(chat_sse, ChatToEvents(request_payload))
 
 
 # ---- a Responses answer, in the chat form ------------------------------------------------------------

@@ -169,13 +169,7 @@ async def call_native(target: Target, endpoint: str, payload: dict[str, Any], he
     if upstream.status >= 400:
         raise UpstreamStatus(upstream.status, raw, upstream.headers.get("content-type", "application/json"),
                              upstream.headers.get("retry-after"))
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        data = None
-    if not isinstance(data, dict):
-        raise TargetFailed("invalid", upstream_invalid(provider.name, "the body is not JSON"))
-    return JsonAnswer(upstream.status, raw, data, target)
+    return JsonAnswer(upstream.status, raw, _json_object(provider.name, raw), target)
 
 
 class CallFailed(Exception):
@@ -258,12 +252,7 @@ async def _send(target: Target, slot: Slot, path: str, outgoing: Outgoing, strea
             raw = await provider.read(upstream)
         except UpstreamFailure as failure:
             raise _failed(provider.name, failure, provider.config.timeout_s) from None
-        try:
-            data = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            data = None
-        if not isinstance(data, dict):
-            raise TargetFailed("invalid", upstream_invalid(provider.name, "the body is not JSON"))
+        data = _json_object(provider.name, raw)
         try:
             if native:   # the client gets the provider's own answer; the gateway reads its chat form
                 data = api.completion(data, target.upstream_model)
@@ -278,6 +267,17 @@ async def _send(target: Target, slot: Slot, path: str, outgoing: Outgoing, strea
     finally:
         if not handed_off:
             slot.release()
+
+
+def _json_object(provider: str, raw: bytes) -> dict[str, Any]:
+    """A 200 answer's body, which must be a JSON object (else the target failed: `invalid`)."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        data = None
+    if not isinstance(data, dict):
+        raise TargetFailed("invalid", upstream_invalid(provider, "the body is not JSON"))
+    return data
 
 
 def _failed(provider: str, failure: UpstreamFailure, timeout_s: float) -> TargetFailed:
