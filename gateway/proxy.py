@@ -120,7 +120,7 @@ class Pipeline:
         if self.endpoint in GUARDED:
             rules_in, rules_out = runtime.guardrails(route.name, key_name)
             if rules_in or rules_out:   # before the cache key: a masked prompt is what is asked and cached
-                payload, guard = _guard_input(record, payload, rules_in, rules_out)
+                payload, guard = _guard_input(record, payload, rules_in, rules_out, self.api)
         key = runtime.key(key_name)
         if key is not None:
             budget = route.policy.budget if route.policy is not None else None
@@ -396,19 +396,18 @@ def _embeddings_usage(record: RequestRecord, answer: JsonAnswer) -> None:
     record.cost_usd = cost_usd(answer.target.pricing, record.usage)
 
 
-# The endpoints guardrails apply to: their requests have `messages` (and Messages a `system`) whose
-# text is read the same way (a string, or text parts / text blocks).
-GUARDED = frozenset({"chat", messages_api.ENDPOINT})
+# The endpoints guardrails apply to: chat completions (their `messages`), and the inbound APIs
+# whose modules say where their text is (`guarded_text`, `with_guarded_text`).
+GUARDED = frozenset({"chat", messages_api.ENDPOINT, responses_api.ENDPOINT})
 
 
 def _guard_input(record: RequestRecord, payload: dict[str, Any], rules_in: list[Any],
-                 rules_out: list[Any]) -> tuple[dict[str, Any], ChatGuard | None]:
-    """The input rules on the request's messages: the payload with them masked (400
-    `content_filter` when a rule blocks), and the output rules' guard for its answer."""
+                 rules_out: list[Any], api: Any) -> tuple[dict[str, Any], ChatGuard | None]:
+    """The input rules on the request's text: the payload with it masked (400 `content_filter`
+    when a rule blocks), and the output rules' guard for its answer."""
     masker = restorer = None
     if rules_in:
-        system = payload.get("system")   # Messages' system prompt, read with the messages
-        given = ([{"role": "system", "content": system}] if system else []) + payload["messages"]
+        given = payload["messages"] if api is None else api.guarded_text(payload)
         found = apply_input(rules_in, given)
         for fired in found.fired:
             record.guardrails.append(("input", fired.rule, fired.action))
@@ -417,11 +416,10 @@ def _guard_input(record: RequestRecord, payload: dict[str, Any], rules_in: list[
             raise GatewayError(400, f"The request was stopped by the gateway's guardrail '{found.blocked}'.",
                                "invalid_request_error", "content_filter", "messages")
         if found.messages is not given:
-            masked = found.messages
-            payload = {**payload, "messages": masked[1:]} if system else {**payload, "messages": masked}
-            if system:
-                payload["system"] = masked[0]["content"]
-            record.messages = payload["messages"]   # what is logged with log.content: the masked messages
+            payload = {**payload, "messages": found.messages} if api is None else \
+                api.with_guarded_text(payload, found.messages)
+            # what is logged with log.content: the masked text
+            record.messages = payload.get("messages", payload.get("input"))
         masker, restorer = found.masker, found.restorer
     return payload, ChatGuard(rules_out, masker, restorer) if rules_out else None
 

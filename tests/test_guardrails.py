@@ -200,3 +200,23 @@ def test_a_messages_answer_is_masked_and_a_stream_stopped(start_gateway, upstrea
         text = "".join(s.text_stream)
         final = s.get_final_message()
     assert text == "The plan is " and final.stop_reason == "refusal"
+
+
+# ---- the Responses API in ----------------------------------------------------------------------------
+
+def test_a_responses_request_is_masked_and_its_answer_filtered(start_gateway, upstream):
+    gw = start_gateway(config(upstream, input=["pii"], output=["no-leaks", "pii"]))
+    client = gw.client()
+    client.responses.create(model="support", instructions="The customer is jo@example.com",
+                            input=[{"role": "user", "content": [{"type": "input_text", "text": f"charge {CARD}"}]}])
+    sent = upstream.seen[-1].body   # natively, to the fake's /v1/responses
+    assert upstream.seen[-1].path.endswith("/responses")
+    assert sent["instructions"] == "The customer is <EMAIL_1>"
+    assert sent["input"][0]["content"][0] == {"type": "input_text", "text": "charge <CREDIT_CARD_1>"}
+    upstream.set(reply=f"Your card {CARD} is on file.")
+    assert client.responses.create(model="support", input="card?").output_text == "Your card <CREDIT_CARD_1> is on file."
+    upstream.set(reply="The plan is internal use only and secret.")
+    events = list(client.responses.create(model="support", input="plan?", stream=True))
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert text == "The plan is " and events[-1].type == "response.incomplete"
+    assert events[-1].response.incomplete_details.reason == "content_filter"

@@ -49,6 +49,20 @@ def completed(kept: list[bytes]) -> bool:
     return last_event_name(kept) == b"message_stop"
 
 
+def guarded_text(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    """The request's text as chat-like messages, for the guardrails' input rules: the system
+    prompt first, then the messages (a string or text blocks, as chat's text parts)."""
+    system = payload.get("system")
+    return ([{"role": "system", "content": system}] if system else []) + list(payload["messages"])
+
+
+def with_guarded_text(payload: dict[str, Any], masked: list[dict[str, Any]]) -> dict[str, Any]:
+    """The request with the text of `guarded_text` replaced (the same positions)."""
+    if payload.get("system"):
+        return {**payload, "system": masked[0]["content"], "messages": masked[1:]}
+    return {**payload, "messages": masked}
+
+
 def check(payload: dict[str, Any]) -> None:
     """What every Messages request must have, whoever answers it."""
     if type(payload.get("max_tokens")) is not int or payload["max_tokens"] < 1:

@@ -71,6 +71,60 @@ ROLES = {"user", "assistant", "system", "developer"}
 FUNCTION_TOOL = {"type", "name", "description", "parameters", "strict"}
 
 
+def guarded_text(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    """The request's text as chat-like messages, for the guardrails' input rules: the
+    instructions first, then each input item's (a message's content, its input_text and
+    output_text parts as text parts; a function call's output)."""
+    out: list[dict[str, Any]] = []
+    if isinstance(payload.get("instructions"), str):
+        out.append({"role": "system", "content": payload["instructions"]})
+    given = payload.get("input")
+    if isinstance(given, str):
+        out.append({"role": "user", "content": given})
+    elif isinstance(given, list):
+        out.extend(_item_text(item) for item in given)
+    return out
+
+
+def _item_text(item: Any) -> dict[str, Any]:
+    if not isinstance(item, dict):
+        return {}
+    if item.get("type") == "function_call_output":
+        return {"role": "tool", "content": item["output"]} if isinstance(item.get("output"), str) else {}
+    content = item.get("content")
+    if isinstance(content, str):
+        return {"role": item.get("role"), "content": content}
+    if isinstance(content, list):
+        return {"role": item.get("role"), "content": [
+            {"type": "text", "text": p["text"]} if isinstance(p, dict) and p.get("type") in ("input_text", "output_text")
+            and isinstance(p.get("text"), str) else {"type": "other"} for p in content]}
+    return {}
+
+
+def with_guarded_text(payload: dict[str, Any], masked: list[dict[str, Any]]) -> dict[str, Any]:
+    """The request with the text of `guarded_text` replaced (the same positions)."""
+    out, at = dict(payload), 0
+    if isinstance(payload.get("instructions"), str):
+        out["instructions"], at = masked[0]["content"], 1
+    given = payload.get("input")
+    if isinstance(given, str):
+        out["input"] = masked[at]["content"]
+    elif isinstance(given, list):
+        out["input"] = [_with_item_text(item, text) for item, text in zip(given, masked[at:])]
+    return out
+
+
+def _with_item_text(item: Any, text: dict[str, Any]) -> Any:
+    if not text or "content" not in text:
+        return item
+    if item.get("type") == "function_call_output":
+        return {**item, "output": text["content"]}
+    if isinstance(item.get("content"), str):
+        return {**item, "content": text["content"]}
+    return {**item, "content": [{**part, "text": new["text"]} if new.get("type") == "text" else part
+                                for part, new in zip(item["content"], text["content"])]}
+
+
 def check(payload: dict[str, Any]) -> None:
     """What every Responses request must have, whoever answers it."""
     model = payload.get("model")
