@@ -90,7 +90,8 @@ class TargetFailed(Exception):
 
 async def call_target(target: Target, request: UpstreamRequest) -> Answer:
     """A client's request to one target, after a wait in the provider's queue if its slots are
-    taken. Raises UpstreamStatus for an upstream error answer and TargetFailed when there is none."""
+    taken. Raises UpstreamStatus for an upstream error answer, TargetFailed when there is none,
+    and TargetCannot when the target's provider type has no place for the request (no call made)."""
     provider = target.provider
     record = request.record
     span = tracing.attempt(record.trace, target)   # None when tracing is off
