@@ -116,11 +116,12 @@ class RequestLines:
             line["escalation_reasons"] = record.escalations
             line["escalation_cost_usd"] = record.escalation_cost_usd
         if self.content:
+            from .guardrails import masked, pii_mask   # its detectors: only when content is logged
+
             if self._mask is None:
-                from .guardrails import pii_mask   # its detectors: only when content is logged
                 self._mask = pii_mask()
             mask = self._mask
-            line["messages"] = _masked(record.messages, mask)
+            line["messages"] = masked(record.messages, mask)
             answer = answer_text(record.answer)
             line["answer"] = mask(answer) if isinstance(answer, str) else answer
         return orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE, default=str)
@@ -130,16 +131,6 @@ def event_line(timestamp: str, level: int, event: str, fields: dict[str, Any]) -
     """A JSON line for something other than a request (a config reload), in the request lines' shape."""
     line = {"ts": timestamp, "level": LEVEL_NAMES[level], "event": event, **fields}
     return orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE, default=str)
-
-
-def _masked(value: Any, mask: Callable[[str], str]) -> Any:
-    if isinstance(value, str):
-        return mask(value)
-    if isinstance(value, list):
-        return [_masked(item, mask) for item in value]
-    if isinstance(value, dict):
-        return {k: _masked(v, mask) for k, v in value.items()}
-    return value
 
 
 def tool_names(answer: dict[str, Any] | None) -> list[str]:

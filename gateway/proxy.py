@@ -38,7 +38,7 @@ from .runtime import Runtime
 from .upstream.call import JsonAnswer, StreamAnswer, TargetFailed, UpstreamStatus, call_native
 from .upstream.request import UpstreamRequest
 from .upstream.sse import ReplayStream, StreamPassthrough, run_after
-from .upstream.sse_codec import assemble, assemble_partial, tail_usage, to_sse
+from .upstream.sse_codec import assemble, assemble_partial, called_tools, tail_usage, to_sse
 from .upstream.target import Target
 from .usage import estimate, token_counts
 
@@ -189,7 +189,7 @@ class Pipeline:
                 # Only the usage is read from the stream's tail, unless the answer must be whole (for
                 # the cache, log.content, or the names of the tools it called).
                 usage = tail_usage(chunks) if completed and lead is None and not record.keep_answer \
-                    and not any(b'"tool_calls"' in chunk for chunk in chunks) else None
+                    and not called_tools(chunks) else None
                 if usage is not None and "prompt_tokens" in usage:  # only the usage is needed
                     record.usage = usage
                     record.cost_usd = cost_usd(target.pricing, usage)
@@ -410,7 +410,7 @@ def _guard_input(record: RequestRecord, payload: dict[str, Any], rules_in: list[
         given = payload["messages"] if api is None else api.guarded_text(payload)
         found = apply_input(rules_in, given)
         for fired in found.fired:
-            record.guardrails.append(("input", fired.rule, fired.action))
+            record.guardrails += (("input", fired.rule, fired.action),)
             tracing.guardrail(record.trace, "input", fired.rule, fired.action)
         if found.blocked is not None:
             raise GatewayError(400, f"The request was stopped by the gateway's guardrail '{found.blocked}'.",
@@ -426,7 +426,7 @@ def _guard_input(record: RequestRecord, payload: dict[str, Any], rules_in: list[
 
 def _guarded(record: RequestRecord, guard: ChatGuard, stage: str) -> None:
     for fired in guard.fired:
-        record.guardrails.append((stage, fired.rule, fired.action))
+        record.guardrails += ((stage, fired.rule, fired.action),)
         tracing.guardrail(record.trace, stage, fired.rule, fired.action)
     guard.fired = []
 

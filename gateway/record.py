@@ -60,7 +60,7 @@ class RequestRecord:
     client_request_id: str | None = None  # the client's x-request-id when not usable as the id (logged only)
     prompt_version: str | None = None   # x-gateway-prompt-version, else metadata.prompt_version
     trace: Any = None                   # the request's span (gateway/tracing.py), when tracing is on
-    guardrails: list[tuple[str, str, str]] = field(default_factory=list)   # (stage, rule, action) that fired
+    guardrails: tuple[tuple[str, str, str], ...] = ()   # (stage, rule, action) that fired
     metadata: dict[str, Any] | None = None  # the request's metadata keys that log.metadata_keys allows
     admission: Any = None               # what the key's limits lent this request (quota.Admission), settled at the end
     # (model, usage) of the semantic layer's own calls for this request (embeddings, judge

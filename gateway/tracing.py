@@ -27,6 +27,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode, set_span_in_
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from . import __version__
+from .guardrails import masked
 from .usage import token_counts
 
 if TYPE_CHECKING:
@@ -417,24 +418,12 @@ def _content(record: "RequestRecord", mask: Mask | None) -> dict[str, str]:
     """The messages asked and the answer's messages, as JSON, each string masked first."""
     found = {}
     if record.messages is not None:
-        found["gen_ai.input.messages"] = _json(_masked(record.messages, mask))
+        found["gen_ai.input.messages"] = _json(record.messages if mask is None else masked(record.messages, mask))
     answer = record.answer
     if isinstance(answer, dict) and isinstance(answer.get("choices"), list):
         messages = [c.get("message") for c in answer["choices"] if isinstance(c, dict) and c.get("message")]
-        found["gen_ai.output.messages"] = _json(_masked(messages, mask))
+        found["gen_ai.output.messages"] = _json(messages if mask is None else masked(messages, mask))
     return found
-
-
-def _masked(value: Any, mask: Mask | None) -> Any:
-    if mask is None:
-        return value
-    if isinstance(value, str):
-        return mask(value)
-    if isinstance(value, list):
-        return [_masked(v, mask) for v in value]
-    if isinstance(value, dict):
-        return {k: _masked(v, mask) for k, v in value.items()}
-    return value
 
 
 def _json(value: Any) -> str:

@@ -24,7 +24,7 @@ from .embeddings import EmbeddingsCache
 from .entry import Entry, Store
 from .keys import exact_key, semantic_partition
 from .memory import MemoryStore
-from .plan import Bypass, asked_ttl
+from .plan import Bypass, controls
 from .redis_store import RedisStore
 
 log = logging.getLogger("gateway.cache")
@@ -196,16 +196,10 @@ class Cache:
         n = payload.get("n")
         if n is not None and n != 1 and not rules.cache_n:
             return Bypass("n > 1")
-        control = {part.strip().lower() for part in headers.get("cache-control", "").split(",")}
-        lookup, store = "no-cache" not in control, "no-store" not in control
-        if not lookup and not store:
-            return Bypass("cache-control: no-cache, no-store")
-        exact = self.config.exact
-        # A route's ttl_s is not checked against max_ttl_s where the config is read: bound it here.
-        ttl_s = min(rules.ttl_s or exact.ttl_s, exact.max_ttl_s)
-        asked = headers.get("x-gateway-cache-ttl")
-        if asked is not None:
-            ttl_s = asked_ttl(asked, exact.max_ttl_s)
+        asked = controls(headers, rules, self.config.exact)
+        if isinstance(asked, Bypass):
+            return asked
+        lookup, store, ttl_s = asked
         plan = CachePlan(exact_key(route, targets, tenant, payload, api), lookup, store, ttl_s,
                          frozenset(rules.finish_reasons))
         if self.semantic is not None and rules.semantic and isinstance(payload.get("messages"), list):

@@ -22,7 +22,7 @@ from typing import Any, Mapping
 import orjson
 
 from ..config import CacheConfig, RouteCacheConfig
-from .plan import Bypass, asked_ttl
+from .plan import Bypass, controls
 from .entry import Store
 from .keys import NOT_IN_KEY, _digest
 
@@ -233,15 +233,10 @@ class EmbeddingsCache:
         items = input_items(payload.get("input"))
         if items is None:
             return Bypass("input not strings or token arrays")
-        control = {part.strip().lower() for part in headers.get("cache-control", "").split(",")}
-        lookup, store = "no-cache" not in control, "no-store" not in control
-        if not lookup and not store:
-            return Bypass("cache-control: no-cache, no-store")
-        exact = self.config.exact
-        ttl_s = min(rules.ttl_s or exact.ttl_s, exact.max_ttl_s)
-        asked = headers.get("x-gateway-cache-ttl")
-        if asked is not None:
-            ttl_s = asked_ttl(asked, exact.max_ttl_s)
+        asked = controls(headers, rules, self.config.exact)
+        if isinstance(asked, Bypass):
+            return asked
+        lookup, store, ttl_s = asked
         keys = item_keys(route, targets, tenant, payload, encoding, items)
         found: dict[str, Item] = {}
         if lookup:

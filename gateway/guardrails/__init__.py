@@ -8,11 +8,24 @@
   decided; `placeholders`: `<EMAIL_1>` and putting the original back.
 """
 
+from typing import Any, Callable
+
 from .detectors import ENTITIES
 from .matching import MAX_MATCH, MAX_MATCH_LIMIT, Rule, check_pattern
 from .placeholders import Masker, Restorer
 from .rules import ACTIONS, KINDS, InputResult, RuleError, apply_input, compile_rule, compile_rules
 from .stream import Filtered, Fired, OutputFilter, filter_answer
+
+
+def masked(value: Any, mask: Callable[[str], str]) -> Any:
+    """`mask` applied to every string of a JSON-like value (messages, an answer)."""
+    if isinstance(value, str):
+        return mask(value)
+    if isinstance(value, list):
+        return [masked(item, mask) for item in value]
+    if isinstance(value, dict):
+        return {k: masked(v, mask) for k, v in value.items()}
+    return value
 
 
 def pii_mask():
@@ -24,5 +37,5 @@ def pii_mask():
 __all__ = [
     "ACTIONS", "ENTITIES", "KINDS", "MAX_MATCH", "MAX_MATCH_LIMIT", "Filtered", "Fired", "InputResult", "Masker",
     "OutputFilter", "Restorer", "Rule", "RuleError", "apply_input", "check_pattern", "compile_rule",
-    "compile_rules", "filter_answer", "pii_mask",
+    "compile_rules", "filter_answer", "masked", "pii_mask",
 ]

@@ -14,7 +14,7 @@ import orjson
 
 from ..errors import bad_request, error_body as openai_error_body
 from ..providers import shape
-from ..providers.base import unsupported
+from ..providers.shape import unsupported
 from ..providers.sse import complete_events
 
 ENDPOINT = "completions"

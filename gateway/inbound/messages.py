@@ -20,7 +20,7 @@ import orjson
 
 from ..errors import GatewayError, bad_request
 from ..providers.anthropic import StreamTranslation, chat_completion
-from ..providers.base import unsupported
+from ..providers.shape import unsupported
 from ..providers.sse import complete_events, last_event_name
 from .chat_events import replayed, rewritten
 

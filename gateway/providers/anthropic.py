@@ -27,7 +27,8 @@ import orjson
 
 from ..errors import bad_request
 from . import shape
-from .base import CHAT, Adapter, Call, Outgoing, StreamFailed, openai_error, unsupported
+from .base import CHAT, Adapter, Call, Outgoing, StreamFailed, openai_error
+from .shape import unsupported
 from .sse import events
 
 VERSION = "2023-06-01"

@@ -23,7 +23,6 @@ from yarl import URL
 
 from ..config import ModelConfig, ProviderConfig
 from ..errors import GatewayError, error_body
-from .shape import unsupported  # noqa: F401 (the adapters' refusal, importable from here)
 
 CHAT = "/chat/completions"
 EMBEDDINGS = "/embeddings"

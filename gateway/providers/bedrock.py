@@ -31,7 +31,8 @@ from botocore.eventstream import EventStreamBuffer, EventStreamMessage, ParserEr
 from ..config import ProviderConfig
 from ..errors import GatewayError, bad_request
 from . import shape
-from .base import CHAT, Adapter, Call, Outgoing, StreamFailed, openai_error, unsupported
+from .base import CHAT, Adapter, Call, Outgoing, StreamFailed, openai_error
+from .shape import unsupported
 
 log = logging.getLogger("gateway.providers")
 

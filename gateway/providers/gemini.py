@@ -33,7 +33,8 @@ import orjson
 from ..auth import bearer_token
 from ..errors import bad_request
 from . import shape
-from .base import CHAT, Adapter, Call, Outgoing, StreamFailed, openai_error, unsupported
+from .base import CHAT, Adapter, Call, Outgoing, StreamFailed, openai_error
+from .shape import unsupported
 from .sse import events
 
 TYPE = "gemini"
