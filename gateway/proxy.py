@@ -328,8 +328,10 @@ class Pipeline:
         if record.stream:
             return ReplayStream(self._sse(completion, include_usage, payload), headers, record, finish)
         headers["x-gateway-cost-usd"] = "0.00000000"
-        body = hit.entry.body if self.api is None and completion is hit.entry.completion \
-            else orjson.dumps(completion) if self.api is None else self.api.render(completion, payload)
+        if self.api is not None:
+            body = self.api.render(completion, payload)
+        else:   # the stored bytes, unless the rules changed the answer
+            body = hit.entry.body if completion is hit.entry.completion else orjson.dumps(completion)
         return Answered(body, 200, headers, finish)
 
     def _sse(self, completion: dict[str, Any], include_usage: bool, payload: dict[str, Any]) -> list[bytes]:

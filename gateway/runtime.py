@@ -23,6 +23,9 @@ from .upstream.leases import Leases
 from .upstream.target import Target
 
 
+NO_RULES: tuple[list[Any], list[Any]] = ([], [])   # never changed: shared by every request without rules
+
+
 class Runtime:
     def __init__(self, loaded: LoadedConfig, providers: dict[str, Provider], cache: Cache, quota: Quota,
                  leases: Leases | None = None, tracing: Tracing | None = None):
@@ -45,8 +48,10 @@ class Runtime:
 
     def guardrails(self, route: str, key_name: str | None) -> tuple[list[Any], list[Any]]:
         """The guardrail rules (gateway/guardrails/) on a request of `route` by key `key_name`: the
-        route's, then the key's own. Empty lists for most requests: nothing to do."""
-        return self._guardrails.get((route, key_name)) or self._guardrails.get((route, None)) or ([], [])
+        route's, then the key's own. None for most requests: nothing to do."""
+        if not self._guardrails:
+            return NO_RULES
+        return self._guardrails.get((route, key_name)) or self._guardrails.get((route, None)) or NO_RULES
 
     @classmethod
     async def start(cls, loaded: LoadedConfig, previous: "Runtime | None" = None) -> "Runtime":
