@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import orjson
 
@@ -119,8 +119,11 @@ class Pipeline:
         guard = None
         if self.endpoint in GUARDED:
             rules_in, rules_out = runtime.guardrails(route.name, key_name)
+            if self.endpoint == "embeddings":
+                rules_out = []   # an embedding has no text to filter on the way out
             if rules_in or rules_out:   # before the cache key: a masked prompt is what is asked and cached
-                payload, guard = _guard_input(record, payload, rules_in, rules_out, self.api)
+                payload, guard = _guard_input(record, payload, rules_in, rules_out,
+                                              EmbeddingsText if self.endpoint == "embeddings" else self.api)
         key = runtime.key(key_name)
         if key is not None:
             budget = route.policy.budget if route.policy is not None else None
@@ -178,6 +181,8 @@ class Pipeline:
 
         if isinstance(answer, StreamAnswer):
             target = answer.target
+            if guard is not None:   # one check from the first chunk to the last, ended in on_end
+                guard.span = _check_span(record, tracing.GUARDRAILS_OUTPUT, guard.rules)
             if guard is not None and self.api is None:   # the answer's text filtered as it streams
                 answer.chunks = guard.stream(answer.chunks)      # (another API's: in its chat form, call.py)
 
@@ -223,8 +228,7 @@ class Pipeline:
         self._count_usage(record, payload, data, answer.target)
         stored, raw = data, answer.raw
         if guard is not None and answer.status == 200:   # filtered before it is sent; kept as the model gave it
-            data = record.answer = guard.answer(data)   # what the client got is what is logged
-            _guarded(record, guard, "output")
+            data = record.answer = _filtered(record, guard, data)   # what the client got is what is logged
             if data is not stored:
                 answer = JsonAnswer(answer.status, upstream.render(data), data, answer.target)
             if guard.blocked:
@@ -310,8 +314,7 @@ class Pipeline:
              finish: Callable[[], None], payload: dict[str, Any], guard: ChatGuard | None = None) -> Response:
         completion = hit.entry.completion
         if guard is not None:   # a cached answer meets the rules in force now, and this request's placeholders
-            completion = guard.answer(completion)
-            _guarded(record, guard, "output")
+            completion = _filtered(record, guard, completion)
         model = hit.entry.model or route.targets[0].model
         record.cache = hit.kind
         record.coalesced = hit.coalesced
@@ -398,9 +401,27 @@ def _embeddings_usage(record: RequestRecord, answer: JsonAnswer) -> None:
     record.cost_usd = cost_usd(answer.target.pricing, record.usage)
 
 
-# The endpoints guardrails apply to: chat completions (their `messages`), and the inbound APIs
-# whose modules say where their text is (`guarded_text`, `with_guarded_text`).
-GUARDED = frozenset({"chat", messages_api.ENDPOINT, responses_api.ENDPOINT})
+class EmbeddingsText:
+    """Where an embeddings request's text is, for the input rules: its string inputs (token arrays
+    are left alone). An embedding has no text to filter on the way out."""
+
+    @staticmethod
+    def guarded_text(payload: dict[str, Any]) -> list[dict[str, Any]]:
+        given = payload.get("input")
+        items = [given] if isinstance(given, str) else given if isinstance(given, list) else []
+        return [{"role": "user", "content": item if isinstance(item, str) else None} for item in items]
+
+    @staticmethod
+    def with_guarded_text(payload: dict[str, Any], masked: list[dict[str, Any]]) -> dict[str, Any]:
+        given = payload["input"]
+        if isinstance(given, str):
+            return {**payload, "input": masked[0]["content"]}
+        return {**payload, "input": [m["content"] if isinstance(item, str) else item for item, m in zip(given, masked)]}
+
+
+# The endpoints guardrails apply to: chat completions (their `messages`), embeddings (input rules
+# only), and the inbound APIs whose modules say where their text is (`guarded_text`, `with_guarded_text`).
+GUARDED = frozenset({"chat", "embeddings", messages_api.ENDPOINT, responses_api.ENDPOINT})
 
 
 def _guard_input(record: RequestRecord, payload: dict[str, Any], rules_in: list[Any],
@@ -410,10 +431,12 @@ def _guard_input(record: RequestRecord, payload: dict[str, Any], rules_in: list[
     masker = restorer = None
     if rules_in:
         given = payload["messages"] if api is None else api.guarded_text(payload)
+        span = _check_span(record, tracing.GUARDRAILS_INPUT, rules_in)
         found = apply_input(rules_in, given)
         for fired in found.fired:
             record.guardrails += (("input", fired.rule, fired.action),)
             tracing.guardrail(record.trace, "input", fired.rule, fired.action)
+        tracing.end(span, _checked(found.fired, found.blocked))
         if found.blocked is not None:
             raise GatewayError(400, f"The request was stopped by the gateway's guardrail '{found.blocked}'.",
                                "invalid_request_error", "content_filter", "messages")
@@ -426,11 +449,38 @@ def _guard_input(record: RequestRecord, payload: dict[str, Any], rules_in: list[
     return payload, ChatGuard(rules_out, masker, restorer) if rules_out else None
 
 
+def _filtered(record: RequestRecord, guard: ChatGuard, completion: dict[str, Any]) -> dict[str, Any]:
+    """A JSON answer (or a cache hit) through the output rules, as one traced check."""
+    guard.span = _check_span(record, tracing.GUARDRAILS_OUTPUT, guard.rules)
+    completion = guard.answer(completion)
+    _guarded(record, guard, "output")
+    return completion
+
+
 def _guarded(record: RequestRecord, guard: ChatGuard, stage: str) -> None:
+    """What the output rules did, counted for the log line and the trace; their check's span ended."""
     for fired in guard.fired:
         record.guardrails += ((stage, fired.rule, fired.action),)
         tracing.guardrail(record.trace, stage, fired.rule, fired.action)
-    guard.fired = []
+    tracing.end(guard.span, _checked(guard.fired, guard.blocked))
+    guard.fired, guard.span = [], None
+
+
+def _check_span(record: RequestRecord, name: str, rules: Sequence[Any]) -> Any:
+    """A guardrail check as a step of the request's trace (None when tracing is off)."""
+    if record.trace is None:
+        return None
+    return tracing.step(record.trace, name, {"gateway.guardrail.rules": [rule.name for rule in rules]})
+
+
+def _checked(fired: Sequence[Any], blocked: str | None) -> dict[str, Any] | None:
+    """A check's outcome on its span: the rules that fired and the one that blocked, never the text."""
+    if not fired:
+        return None
+    out: dict[str, Any] = {"gateway.guardrail.fired": sorted({f.rule for f in fired})}
+    if blocked is not None:
+        out["gateway.guardrail.blocked"] = blocked
+    return out
 
 
 # A prompt version or metadata value longer than this is cut in the log line.

@@ -66,6 +66,7 @@ class Knobs:
     finish_reason: str = "stop"
     reply: str | None = None         # fixed answer text; default echoes the last user message
     chunk_words: int = 1             # words per stream chunk
+    chunk_chars: int = 0             # characters per stream chunk instead (0: by words), a split at any offset
     logprob: float | None = None     # per-token logprob when the request asks for logprobs
     cached_tokens: int = 0           # Responses: usage.input_tokens_details.cached_tokens (at most the input's)
 
@@ -224,9 +225,12 @@ class FakeUpstream(Served):
             chunk = {**base, "choices": [choice]}
             return b"data: " + orjson.dumps(chunk) + b"\n\n"
 
-        words = text.split(" ")
-        pieces = [" ".join(words[i:i + knobs.chunk_words]) for i in range(0, len(words), knobs.chunk_words)]
-        pieces = [p if i == 0 else " " + p for i, p in enumerate(pieces)]
+        if knobs.chunk_chars:
+            pieces = [text[i:i + knobs.chunk_chars] for i in range(0, len(text), knobs.chunk_chars)]
+        else:
+            words = text.split(" ")
+            pieces = [" ".join(words[i:i + knobs.chunk_words]) for i in range(0, len(words), knobs.chunk_words)]
+            pieces = [p if i == 0 else " " + p for i, p in enumerate(pieces)]
         # With n > 1 the choices' chunks interleave, each with its own index, as OpenAI's do.
         with self._client_may_leave():
             for c in range(n):

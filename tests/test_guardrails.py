@@ -58,6 +58,19 @@ def test_an_input_rule_that_blocks_answers_400_content_filter(start_gateway, ups
     assert "INTERNAL" not in error["message"] and upstream.calls == 0
 
 
+def test_embeddings_inputs_are_masked_or_stopped_before_the_provider_sees_them(start_gateway, upstream):
+    gw = start_gateway(config(upstream, input=["no-leaks", "pii"], output=["no-leaks"]))
+    r = gw.http().post("/v1/embeddings", json={"model": "support", "input": [
+        "mail jo@example.com", [1, 2, 3], "no secrets here"]})
+    assert r.status_code == 200 and len(r.json()["data"]) == 3
+    assert upstream.seen[-1].body["input"] == ["mail <EMAIL_1>", [1, 2, 3], "no secrets here"]
+    r = gw.http().post("/v1/embeddings", json={"model": "support", "input": "card " + CARD})
+    assert r.status_code == 200 and upstream.seen[-1].body["input"] in ("card <CREDIT_CARD_1>", ["card <CREDIT_CARD_1>"])
+    calls = upstream.calls
+    r = gw.http().post("/v1/embeddings", json={"model": "support", "input": ["fine", "INTERNAL USE ONLY memo"]})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "content_filter" and upstream.calls == calls
+
+
 def test_a_json_answer_is_masked_or_cut(start_gateway, upstream):
     gw = start_gateway(config(upstream, output=["no-leaks", "pii"]))
     upstream.set(reply=f"Your card {CARD} is on file.")
@@ -76,6 +89,19 @@ def test_a_stream_is_stopped_before_the_match_reaches_the_client(start_gateway, 
     text, finishes = streamed(r)
     assert text == "The plan is " and finishes[-1] == "content_filter"
     assert "internal" not in r.text.lower() and r.text.endswith("data: [DONE]\n\n")
+
+
+@pytest.mark.parametrize("chars", [1, 3, 7])
+def test_matches_split_at_every_offset_are_masked_or_stopped_exactly(start_gateway, upstream, chars):
+    """The provider streams `chars` characters a chunk; a pad before the answer moves the card number
+    and the banned phrase across every offset of a chunk boundary."""
+    gw = start_gateway(config(upstream, output=["no-leaks", "pii"]))
+    for pad in range(chars):
+        upstream.set(reply="." * pad + f"Card {CARD} and the INTERNAL use only part.", chunk_chars=chars)
+        r = ask(gw.http(), f"pad {pad}", stream=True)
+        text, finishes = streamed(r)
+        assert text == "." * pad + "Card <CREDIT_CARD_1> and the " and finishes[-1] == "content_filter", (chars, pad)
+        assert "1111" not in r.text and "INTERNAL" not in r.text and r.text.endswith("data: [DONE]\n\n")
 
 
 def test_a_stream_is_masked_as_it_streams_and_unmatched_text_is_not_held(start_gateway, upstream):

@@ -144,3 +144,27 @@ def test_the_semantic_lookup_and_its_embedding_are_steps(start_gateway, upstream
     semantic = next(s for s in spans if s.name == "cache.semantic")
     embedding = next(s for s in spans if s.name == "cache.embedding")
     assert embedding.parent_span_id == semantic.span_id and semantic.attributes["gateway.cache.result"] == "miss"
+
+
+def test_guardrail_checks_are_steps_naming_what_fired_never_the_text(start_gateway, upstream, receiver):
+    cfg = traced(upstream, receiver)
+    cfg["guardrails"] = {"pii": {"kind": "pii", "entities": ["email"], "action": "mask"},
+                         "no-leaks": {"kind": "pattern", "patterns": ["(?i)internal use only"], "action": "block"}}
+    cfg["routes"]["support"]["guardrails"] = {"input": ["pii"], "output": ["no-leaks"]}
+    gw = start_gateway(cfg)
+    upstream.set(reply="That is internal use only.")
+    for stream in (False, True):
+        gw.http().post("/v1/chat/completions", json={"model": "support", "stream": stream, "messages": [
+            {"role": "user", "content": f"mail jo@example.com ({stream})"}]})
+    spans = spans_of(gw, receiver, 10, servers=2)
+    servers = {s.span_id for s in spans if s.kind == "SERVER"}
+    checks = [s for s in spans if s.name.startswith("guardrails.")]
+    assert sorted(s.name for s in checks) == ["guardrails.input"] * 2 + ["guardrails.output"] * 2
+    assert all(s.parent_span_id in servers for s in checks)
+    for s in checks:
+        if s.name == "guardrails.input":
+            assert s.attributes["gateway.guardrail.rules"] == ["pii"] and s.attributes["gateway.guardrail.fired"] == ["pii"]
+        else:
+            assert s.attributes["gateway.guardrail.blocked"] == "no-leaks"
+    assert "jo@example.com" not in str([(s.attributes, s.events) for s in spans])
+    assert "internal use only" not in str([(s.attributes, s.events) for s in spans]).lower()

@@ -31,6 +31,7 @@ class ChatGuard:
         self.fired: list[Fired] = []
         self.blocked: str | None = None
         self.changed = False          # something was masked, restored or cut: not the model's answer as given
+        self.span: Any = None         # the check's span in the request's trace, while it runs
 
     def answer(self, completion: dict[str, Any]) -> dict[str, Any]:
         """The completion with each choice's content filtered (the same object when nothing changed);
