@@ -237,7 +237,9 @@ class Pipeline:
         if lead is not None:
             # Followers have their answer now; the store follows the reply. (Followers get the
             # model's answer, as a cache hit would, filtered by their own rules.)
-            lead.answer(answer.target.model, stored if answer.status == 200 else None, raw)
+            # (`raw` is the stored JSON when it is the chat completion's own, not another API's.)
+            lead.answer(answer.target.model, stored if answer.status == 200 else None,
+                        raw if self.api is None else None)
 
             async def complete_then_finish() -> None:
                 record.ended = time.perf_counter()  # the reply is out; the store is not the client's wait

@@ -305,6 +305,28 @@ async def test_memory_lru_and_lfu_evict_as_named():
     assert await ttl.get("x") is None and len(ttl) == 0
 
 
+async def test_memory_entries_are_bytes_the_garbage_collector_never_walks():
+    """Kept as dicts, every stored answer adds its nested objects to each full collection's walk;
+    kept as JSON, an entry adds none that the collector tracks, and reads back equal."""
+    import gc
+
+    from gateway.cache.entry import Entry
+
+    completion = {"id": "chatcmpl-1", "object": "chat.completion", "model": "m", "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": "Refunds take 5 days."}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}}
+    store = MemoryStore(max_entries=4000, eviction="lru")
+    gc.collect()
+    before = len(gc.get_objects())
+    for i in range(4000):
+        await store.set(f"k{i}", store.pack(Entry("m", {**completion, "id": f"chatcmpl-{i}"})), 60)
+    gc.collect()
+    assert len(gc.get_objects()) - before < 1000     # as dicts: 4,000 x 6 more
+    entry = store.unpack(await store.get("k7"))
+    assert entry.model == "m" and entry.completion == {**completion, "id": "chatcmpl-7"}
+    assert store.unpack(await store.get("k7")).completion is not entry.completion   # no hit shares another's dict
+
+
 def test_max_entries_through_the_gateway(start_gateway, upstream):
     gw = start_gateway(cached_config(upstream, max_entries=2, eviction="lru"))
     client = gw.client()

@@ -2,25 +2,34 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
 
 
-@dataclass(slots=True)
 class Entry:
-    """A cached answer: the model that gave it and the chat.completion it gave."""
+    """A cached answer: the model that gave it and the chat.completion it gave, as a dict, as its
+    JSON, or both: each is made from the other when first asked for, once per entry."""
 
-    model: str
-    completion: dict[str, Any]
-    _body: bytes | None = None
+    __slots__ = ("model", "_completion", "_body")
+
+    def __init__(self, model: str, completion: dict[str, Any] | None = None, body: bytes | None = None):
+        assert completion is not None or body is not None
+        self.model = model
+        self._completion = completion
+        self._body = body
+
+    @property
+    def completion(self) -> dict[str, Any]:
+        if self._completion is None:
+            self._completion = orjson.loads(self._body)   # type: ignore[arg-type]
+        return self._completion
 
     @property
     def body(self) -> bytes:
         """The completion as JSON, serialised once per entry, not once per hit."""
         if self._body is None:
-            self._body = orjson.dumps(self.completion)
+            self._body = orjson.dumps(self._completion)
         return self._body
 
     def to_dict(self) -> dict[str, Any]:
