@@ -27,7 +27,8 @@ from .inbound import messages as messages_api
 from .inbound import completions as completions_api
 from .inbound import responses as responses_api
 from .inbound.body import read_body, request_headers
-from .inbound.openai import check_chat, check_embeddings, parse_json_object, wants_usage
+from .inbound.openai import (check_chat, check_embeddings, parse_json_object, strings_as_messages, wants_usage,
+                             with_strings)
 from .pricing import cost_usd
 from .record import RequestRecord
 from .routing import forward
@@ -183,8 +184,9 @@ class Pipeline:
             target = answer.target
             if guard is not None:   # one check from the first chunk to the last, ended in on_end
                 guard.span = _check_span(record, tracing.GUARDRAILS_OUTPUT, guard.rules)
-            if guard is not None and self.api is None:   # the answer's text filtered as it streams
-                answer.chunks = guard.stream(answer.chunks)      # (another API's: in its chat form, call.py)
+            if guard is not None and (self.api is None or self.api.GUARDS_OWN_STREAM):
+                # the answer's text filtered as it streams (another API's: in its chat form, call.py)
+                answer.chunks = guard.stream(answer.chunks, legacy=self.api is not None)
 
             async def on_end(completed: bool, chunks: list[bytes]) -> None:
                 record.ended = time.perf_counter()
@@ -409,21 +411,16 @@ class EmbeddingsText:
 
     @staticmethod
     def guarded_text(payload: dict[str, Any]) -> list[dict[str, Any]]:
-        given = payload.get("input")
-        items = [given] if isinstance(given, str) else given if isinstance(given, list) else []
-        return [{"role": "user", "content": item if isinstance(item, str) else None} for item in items]
+        return strings_as_messages(payload.get("input"))
 
     @staticmethod
     def with_guarded_text(payload: dict[str, Any], masked: list[dict[str, Any]]) -> dict[str, Any]:
-        given = payload["input"]
-        if isinstance(given, str):
-            return {**payload, "input": masked[0]["content"]}
-        return {**payload, "input": [m["content"] if isinstance(item, str) else item for item, m in zip(given, masked)]}
+        return {**payload, "input": with_strings(payload["input"], masked)}
 
 
 # The endpoints guardrails apply to: chat completions (their `messages`), embeddings (input rules
 # only), and the inbound APIs whose modules say where their text is (`guarded_text`, `with_guarded_text`).
-GUARDED = frozenset({"chat", "embeddings", messages_api.ENDPOINT, responses_api.ENDPOINT})
+GUARDED = frozenset({"chat", "embeddings", messages_api.ENDPOINT, responses_api.ENDPOINT, completions_api.ENDPOINT})
 
 
 def _guard_input(record: RequestRecord, payload: dict[str, Any], rules_in: list[Any],

@@ -154,3 +154,28 @@ def test_the_providers_errors_pass_through(gw, legacy):
         gw.client().completions.create(model="gpt-3.5-turbo-instruct", prompt="hi")
     r = gw.http().post("/v1/completions", json={"model": "gpt-3.5-turbo-instruct"})   # no prompt: the gateway's 400
     assert r.status_code == 400 and r.json()["error"]["param"] == "prompt"
+
+
+def test_guardrails_mask_the_prompt_and_filter_answers_and_streams(start_gateway, legacy, claude_api):
+    legacy.reset()
+    gw = start_gateway({
+        "providers": {"openai": {"base_url": legacy.url, "api_key": "sk-openai", "timeout_s": 10}},
+        "models": {"gpt-3.5-turbo-instruct": {"provider": "openai"}},
+        "guardrails": {"pii": {"kind": "pii", "entities": ["email"], "action": "mask", "restore": True},
+                       "no-leaks": {"kind": "pattern", "patterns": ["(?i)internal use only"], "action": "block"}},
+        "routes": {"support": {"targets": ["gpt-3.5-turbo-instruct"],
+                               "guardrails": {"input": ["pii"], "output": ["no-leaks", "pii"]}}},
+    })
+    client = gw.client()
+    answer = client.completions.create(model="support", prompt=["mail jo@example.com", [1, 2]], max_tokens=20)
+    assert legacy.seen[-1].body["prompt"] == ["mail <EMAIL_1>", [1, 2]]
+    assert answer.choices[0].text == " echo of mail jo@example.com"   # the placeholder the model echoed, restored
+    legacy.set(reply="The memo is internal use only, sorry.")
+    cut = client.completions.create(model="support", prompt="memo?", max_tokens=20)
+    assert cut.choices[0].text == "The memo is " and cut.choices[0].finish_reason == "content_filter"
+    chunks = list(client.completions.create(model="support", prompt="memo?", max_tokens=20, stream=True))
+    text = "".join(c.choices[0].text for c in chunks if c.choices)
+    assert text == "The memo is " and chunks[-1].choices[0].finish_reason == "content_filter"
+    assert all(c.object == "text_completion" for c in chunks)
+    r = gw.http().post("/v1/completions", json={"model": "support", "prompt": "x", "stream": True})
+    assert "internal" not in r.text.lower() and r.text.endswith("data: [DONE]\n\n")

@@ -57,8 +57,9 @@ class ChatGuard:
         self.changed = self.changed or changed
         return {**completion, "choices": choices} if changed else completion
 
-    async def stream(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-        """A chat stream (OpenAI SSE bytes), filtered as it arrives."""
+    async def stream(self, chunks: AsyncIterator[bytes], legacy: bool = False) -> AsyncIterator[bytes]:
+        """A chat stream (OpenAI SSE bytes), filtered as it arrives; `legacy`: a legacy completions
+        stream, whose choices carry their text as `text`, not as a `delta`."""
         filters: dict[int, OutputFilter] = {}
         self._given: list[str] = []   # the model's text, and what was sent of it: told apart at the end
         self._sent: list[str] = []
@@ -74,33 +75,37 @@ class ChatGuard:
             if not isinstance(chunk, dict) or not chunk.get("choices"):
                 yield b"data: " + data + b"\n\n"   # the usage chunk, an error event: as they came
                 continue
-            blocked = self._filter(chunk, filters)
+            blocked = self._filter(chunk, filters, legacy)
             yield b"data: " + orjson.dumps(chunk) + b"\n\n"
             if blocked is not None:
                 self._collect(filters)
-                stop = {**chunk, "choices": [{"index": blocked, "delta": {}, "logprobs": None,
+                text: dict[str, Any] = {"text": ""} if legacy else {"delta": {}}
+                stop = {**chunk, "choices": [{"index": blocked, **text, "logprobs": None,
                                               "finish_reason": "content_filter"}]}
                 stop.pop("usage", None)
                 yield b"data: " + orjson.dumps(stop) + b"\n\n" + DONE
                 return
         self._collect(filters)   # the stream ended without [DONE]: the pump says so
 
-    def _filter(self, chunk: dict[str, Any], filters: dict[int, OutputFilter]) -> int | None:
+    def _filter(self, chunk: dict[str, Any], filters: dict[int, OutputFilter], legacy: bool) -> int | None:
         """Filter a chunk's choices in place; the index of a choice that was blocked, if one was."""
         for choice in chunk["choices"]:
             index = choice.get("index", 0)
             output = filters.get(index)
             if output is None:
                 output = filters[index] = OutputFilter(self.rules, masker=self.masker, restorer=self.restorer)
-            delta = choice.get("delta") or {}
-            text = delta.get("content")
+            delta = {} if legacy else choice.get("delta") or {}
+            text = choice.get("text") if legacy else delta.get("content")
             released = output.feed(text) if isinstance(text, str) and text else ""
             if choice.get("finish_reason"):
                 released += output.end()
             if isinstance(text, str) or released:
                 self._given.append(text or "")
                 self._sent.append(released)
-                choice["delta"] = {**delta, "content": released}
+                if legacy:
+                    choice["text"] = released
+                else:
+                    choice["delta"] = {**delta, "content": released}
             if output.blocked is not None:
                 self.blocked, self.changed = output.blocked, True
                 choice["finish_reason"] = None

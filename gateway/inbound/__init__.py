@@ -21,6 +21,7 @@ class InboundApi(Protocol):
     (a Responses answer echoes its settings)."""
 
     ENDPOINT: str        # the metrics' and log's `endpoint`, and the adapters' name for it
+    GUARDS_OWN_STREAM: bool   # output rules filter its native stream as it is (else: in the chat form)
 
     def check(self, payload: dict[str, Any]) -> None: ...
 
@@ -37,6 +38,10 @@ class InboundApi(Protocol):
     def replay(self, chat_sse: Iterable[bytes], payload: dict[str, Any]) -> list[bytes]: ...
 
     def chat_chunks(self, kept: Iterable[bytes], model: str) -> list[bytes]: ...
+
+    def guarded_text(self, payload: dict[str, Any]) -> list[dict[str, Any]]: ...   # its text, as messages, for input rules
+
+    def with_guarded_text(self, payload: dict[str, Any], masked: list[dict[str, Any]]) -> dict[str, Any]: ...
 
     def completed(self, kept: list[bytes]) -> bool: ...   # the stream has its end event
 

@@ -13,12 +13,24 @@ from typing import Any, AsyncIterator, Iterable
 import orjson
 
 from ..errors import bad_request, error_body as openai_error_body
+from .openai import strings_as_messages, with_strings
 from ..providers import shape
 from ..providers.shape import unsupported
 from ..providers.sse import complete_events
 
 ENDPOINT = "completions"
 PATH = "/v1/completions"
+# Output guardrails read a stream's text in its own chunks (`choices[].text`), as it goes natively.
+GUARDS_OWN_STREAM = True
+
+
+def guarded_text(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    """The prompt's strings as messages, for the guardrails' input rules (token arrays left alone)."""
+    return strings_as_messages(payload.get("prompt"))
+
+
+def with_guarded_text(payload: dict[str, Any], masked: list[dict[str, Any]]) -> dict[str, Any]:
+    return {**payload, "prompt": with_strings(payload["prompt"], masked)}
 
 
 def check(payload: dict[str, Any]) -> None:

@@ -25,6 +25,7 @@ from ..providers.sse import complete_events, last_event_name
 from .chat_events import replayed, rewritten
 
 ENDPOINT = "messages"
+GUARDS_OWN_STREAM = False   # a stream with output rules is filtered in its chat form (call.py)
 PATH = "/v1/messages"
 DONE_MARK = b"message_stop"   # the event a complete stream ends with
 

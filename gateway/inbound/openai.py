@@ -100,3 +100,17 @@ def message_text(message: dict[str, Any]) -> str | None:
     if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text" for p in content):
         return "".join(str(p.get("text", "")) for p in content)
     return None
+
+
+def strings_as_messages(value: Any) -> list[dict[str, Any]]:
+    """A `prompt` or an embeddings `input` (a string, or a list of strings and token arrays) as
+    chat-like messages for the guardrails' input rules: one per item, token arrays with no text."""
+    items = [value] if isinstance(value, str) else value if isinstance(value, list) else []
+    return [{"role": "user", "content": item if isinstance(item, str) else None} for item in items]
+
+
+def with_strings(value: Any, masked: list[dict[str, Any]]) -> Any:
+    """`value` with the text of `strings_as_messages` replaced (the same positions)."""
+    if isinstance(value, str):
+        return masked[0]["content"]
+    return [m["content"] if isinstance(item, str) else item for item, m in zip(value, masked)]

@@ -28,6 +28,7 @@ from ..providers.sse import complete_events, last_event_name
 from .chat_events import replayed, rewritten
 
 ENDPOINT = "responses"
+GUARDS_OWN_STREAM = False   # a stream with output rules is filtered in its chat form (call.py)
 PATH = "/v1/responses"
 # The event a completed stream ends with. A stream cut short by the token limit or a content
 # filter ends with response.incomplete instead: it is finished too (see END_MARKS).

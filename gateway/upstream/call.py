@@ -141,7 +141,7 @@ def _outgoing(target: Target, request: UpstreamRequest, headers: dict[str, str])
                 headers, request.ask_usage, request.optional)
     if api is None:
         return adapter.request(call), False
-    if api.ENDPOINT in adapter.native and not (request.guard is not None and request.stream):
+    if api.ENDPOINT in adapter.native and not (request.guard is not None and request.stream and not api.GUARDS_OWN_STREAM):
         return adapter.native_request(api.ENDPOINT, call), True
     call.path, call.payload = CHAT, api.to_chat(request.payload, adapter.type)
     return adapter.request(call), False
