@@ -144,6 +144,9 @@ def test_the_semantic_lookup_and_its_embedding_are_steps(start_gateway, upstream
     semantic = next(s for s in spans if s.name == "cache.semantic")
     embedding = next(s for s in spans if s.name == "cache.embedding")
     assert embedding.parent_span_id == semantic.span_id and semantic.attributes["gateway.cache.result"] == "miss"
+    # The embedder's own call to the provider carries the embedding step's traceparent.
+    [embedded] = [s for s in upstream.seen if s.path.endswith("/embeddings") and "traceparent" in s.headers]
+    assert embedded.headers["traceparent"].startswith(f"00-{embedding.trace_id}-{embedding.span_id}-")
 
 
 def test_guardrail_checks_are_steps_naming_what_fired_never_the_text(start_gateway, upstream, receiver):

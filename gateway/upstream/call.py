@@ -182,16 +182,18 @@ class CallFailed(Exception):
         self.busy = busy
 
 
-async def call_for_gateway(target: Target, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+async def call_for_gateway(target: Target, path: str, payload: dict[str, Any],
+                           headers: dict[str, str] | None = None) -> dict[str, Any]:
     """A call the gateway makes for itself (an embedding, a judge's verdict) while a client waits:
-    the JSON of its 200 answer, else CallFailed.
+    the JSON of its 200 answer, else CallFailed. `headers`: the traced step's `traceparent`.
 
     It takes one of the provider's slots, like any call, but only a free one: it never queues
     behind client requests, whose own wait it would lengthen.
     """
     provider = target.provider
     try:
-        outgoing = provider.adapter.request(Call(path, payload, target.upstream_model, target.pricing, False, {}))
+        outgoing = provider.adapter.request(Call(path, payload, target.upstream_model, target.pricing, False,
+                                                 headers or {}))
     except GatewayError as exc:
         raise CallFailed(f"{provider.name}: {exc.message}") from None
     try:

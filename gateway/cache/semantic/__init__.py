@@ -141,7 +141,8 @@ class SemanticCache:
 
     # ---- the two backends, each with its timeout and cooldown --------------------------------
 
-    async def _embed(self, text: str, spent: list[tuple[str, dict[str, Any]]] | None = None) -> list[float] | None:
+    async def _embed(self, text: str, spent: list[tuple[str, dict[str, Any]]] | None = None,
+                     headers: dict[str, str] | None = None) -> list[float] | None:
         vector = self._vectors.get(text)
         if vector is not None:
             return vector
@@ -149,7 +150,7 @@ class SemanticCache:
             self.stats["skipped"] += 1
             return None
         try:
-            vector = (await asyncio.wait_for(self.embedder.embed([text], spent), self.timeout_s))[0]
+            vector = (await asyncio.wait_for(self.embedder.embed([text], spent, headers), self.timeout_s))[0]
         except UnreadableText:
             self.stats["unreadable"] += 1  # the embedder is fine; this text is just not for it
             return None
@@ -176,13 +177,14 @@ class SemanticCache:
         self._qdrant_guard.succeeded()
         return found
 
-    async def _judged_same(self, stored: str, incoming: str, spent: list[tuple[str, dict[str, Any]]]) -> bool:
+    async def _judged_same(self, stored: str, incoming: str, spent: list[tuple[str, dict[str, Any]]],
+                           headers: dict[str, str] | None = None) -> bool:
         assert self.judge is not None
         if not self._judge_guard.available():
             return False
         self.stats["judge_calls"] += 1
         try:
-            verdict = await asyncio.wait_for(self.judge.same_answer(stored, incoming), self.judge_timeout_s)
+            verdict = await asyncio.wait_for(self.judge.same_answer(stored, incoming, headers), self.judge_timeout_s)
         except JudgeBusy:
             self.stats["busy"] += 1  # its provider is at its limit: a "no", not an outage
             return False
@@ -227,7 +229,8 @@ class SemanticCache:
             self.stats["skipped"] += 1
             return None
         embedding = tracing.step(trace, tracing.CACHE_EMBEDDING, parent=step)
-        vector = await self._embed(text, spent)
+        # A traced step's own traceparent goes with the embedder's and the judge's calls to a provider.
+        vector = await self._embed(text, spent, tracing.headers(embedding, {}))
         tracing.end(embedding, error=None if vector is not None else "no_embedding")
         if vector is None:
             return None
@@ -246,7 +249,7 @@ class SemanticCache:
                     continue
                 if self.judge is not None:
                     judging = tracing.step(trace, tracing.CACHE_JUDGE, parent=step)
-                    same = await self._judged_same(candidate.text, text, judged)
+                    same = await self._judged_same(candidate.text, text, judged, tracing.headers(judging, {}))
                     tracing.end(judging, {"gateway.cache.judge.same": same})
                     if not same:
                         self.stats["judge_rejects"] += 1

@@ -41,9 +41,10 @@ class Embedder(Protocol):
     async def start(self) -> int:
         """Get ready (load the model, probe the server) and return the vector dimension."""
 
-    async def embed(self, texts: Sequence[str], spent: list[tuple[str, dict[str, Any]]] | None = None
-                    ) -> list[list[float]]:
-        """One vector per text, in order; a priced model's (name, usage) appended to `spent`."""
+    async def embed(self, texts: Sequence[str], spent: list[tuple[str, dict[str, Any]]] | None = None,
+                    headers: dict[str, str] | None = None) -> list[list[float]]:
+        """One vector per text, in order; a priced model's (name, usage) appended to `spent`;
+        `headers` (a traced lookup's `traceparent`) go with a call to a provider."""
 
     async def close(self) -> None: ...
 
@@ -82,10 +83,10 @@ class OpenAIEmbedder:
         self.dim = len((await self.embed(["dimension probe"]))[0])
         return self.dim
 
-    async def embed(self, texts: Sequence[str], spent: list[tuple[str, dict[str, Any]]] | None = None
-                    ) -> list[list[float]]:
+    async def embed(self, texts: Sequence[str], spent: list[tuple[str, dict[str, Any]]] | None = None,
+                    headers: dict[str, str] | None = None) -> list[list[float]]:
         try:
-            payload = await call_for_gateway(self.target, "/embeddings", {"input": list(texts)})
+            payload = await call_for_gateway(self.target, "/embeddings", {"input": list(texts)}, headers)
         except CallFailed as exc:
             raise (EmbedderBusy if exc.busy else EmbedderError)(str(exc)) from None
         try:
@@ -279,8 +280,8 @@ class LocalEmbedder:
         shares = await asyncio.get_running_loop().run_in_executor(self._executor, self._unknown_shares, list(texts))
         return [share <= self.max_unknown_share for share in shares]
 
-    async def embed(self, texts: Sequence[str], spent: list[tuple[str, dict[str, Any]]] | None = None
-                    ) -> list[list[float]]:
+    async def embed(self, texts: Sequence[str], spent: list[tuple[str, dict[str, Any]]] | None = None,
+                    headers: dict[str, str] | None = None) -> list[list[float]]:
         if self.dim is None or self._executor is None:
             raise EmbedderError("the local embedder is not started")
         loop = asyncio.get_running_loop()

@@ -36,7 +36,7 @@ class Verdict:
 class Judge(Protocol):
     model: str
 
-    async def same_answer(self, stored: str, incoming: str) -> Verdict: ...
+    async def same_answer(self, stored: str, incoming: str, headers: dict[str, str] | None = None) -> Verdict: ...
 
 
 SYSTEM_PROMPT = (
@@ -72,14 +72,14 @@ class LLMJudge:
         self.model = target.model
         self._verdicts: LRUCache[tuple[str, str], bool] = LRUCache(maxsize=cache_size)
 
-    async def same_answer(self, stored: str, incoming: str) -> Verdict:
+    async def same_answer(self, stored: str, incoming: str, headers: dict[str, str] | None = None) -> Verdict:
         key = (stored, incoming)
         cached = self._verdicts.get(key)
         if cached is not None:
             return Verdict(cached, self.model, None)
         body = {"messages": judge_messages(stored, incoming), "temperature": 0, "max_tokens": 1}
         try:
-            payload = await call_for_gateway(self.target, "/chat/completions", body)
+            payload = await call_for_gateway(self.target, "/chat/completions", body, headers)
         except CallFailed as exc:
             raise (JudgeBusy if exc.busy else JudgeError)(str(exc)) from None
         same = parse_verdict(payload)
