@@ -81,12 +81,14 @@ class Front:
         rid_header = (b"x-request-id", rid.encode("ascii"))
         started = False
 
-        async def send_with_id(message):
+        def send_with_id(message):
+            # A plain function handing back the server's awaitable: no coroutine of its own per
+            # message (a stream sends one per chunk).
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
                 message["headers"] = [*message.get("headers", ()), rid_header]
-            await send(message)
+            return send(message)
 
         raw_path = scope.get("raw_path")
         if raw_path is not None and b"%" in raw_path and not raw_path.startswith(ENCODED_ID_PREFIX):
