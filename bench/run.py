@@ -3,12 +3,15 @@
   make bench [SCENARIO=passthrough,streams] [DURATION=10] [LONG=1] [PEERS=0] [PROFILE=1]
   .venv/bin/python bench/run.py --help
 
-Scenarios (issue 6): passthrough (1 and 32 in flight), slow (256 in flight, 50 ms upstream),
-streams (1,000 concurrent SSE streams), exact (exact-cache hits), semantic (lookups against 10,000
-stored entries), mix (Zipf support traffic), memory (RSS idle / 100k / 1M), workers (--workers 2),
-keys (what the limits cost), providers (what translating to Anthropic's API costs), tracing (what
-OpenTelemetry spans cost). Not in `all`: soak (30 minutes of mixed traffic with a fault a minute;
-`--scenario soak`, `--soak-minutes`).
+Scenarios: passthrough (1 and 32 in flight, not cacheable and cacheable misses), slow (256 in
+flight, 50 ms upstream), streams (1,000 concurrent SSE streams), exact (exact-cache hits), openloop
+(fixed request rates and closed-loop 1 / 16 / 64 in flight on the 50 ms upstream: latency added
+over the upstream alone), guardrails (what output filtering costs a stream and a JSON answer),
+semantic (lookups against 10,000 stored entries), mix (Zipf support traffic), memory (RSS idle /
+100k / 1M, with and without the semantic layer), workers (--workers 2), keys (what the limits
+cost), providers (what translating to Anthropic's API costs), tracing (what OpenTelemetry spans
+cost). Not in `all`: soak (30 minutes of mixed traffic with a fault a minute; `--scenario soak`,
+`--soak-minutes`).
 Results: bench/results/<timestamp>/ (results.md, results.json, PNG charts, logs). Loopback only;
 every load is bounded in time and count.
 """
@@ -20,6 +23,7 @@ import hashlib
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import threading
@@ -35,19 +39,34 @@ from common import (BENCH, ROOT, LOOPBACK, VENV_BIN, Busy, Proc, free_port, need
 import peers as P  # noqa: E402
 import report  # noqa: E402
 import soak as S  # noqa: E402
-from targets import (MODELS, PRICE, Bare, Gateway, PeerTarget, UpstreamAlone, gateway_config)  # noqa: E402
+from targets import (EXACT_MAX_ENTRIES, MODELS, PRICE, Bare, Gateway, PeerTarget, RouteView,  # noqa: E402
+                     UpstreamAlone, gateway_config)
 from upstream import Nginx  # noqa: E402
 
-ALL = ["passthrough", "slow", "streams", "exact", "semantic", "mix", "memory", "workers", "keys", "providers",
-       "tracing"]
+ALL = ["passthrough", "slow", "streams", "exact", "openloop", "guardrails", "semantic", "mix", "memory", "workers",
+       "keys", "providers", "tracing"]
 # Asked for by name only: `all` would take 30 minutes longer with it (the smoke test runs it briefly).
 EXTRA = ["soak"]
-WRK_SCENARIOS = {  # name -> (upstream kind, in flight, cacheable)
-    "passthrough-1": ("instant", 1, False),
-    "passthrough-32": ("instant", 32, False),
-    "slow-256": ("slow", 256, False),
-    "exact-32": ("instant", 32, True),
+# What a request asks of a cache: "bypass" (not cacheable: no temperature 0), "miss" (temperature 0,
+# every request distinct: it misses, leads its single flight, goes upstream and is stored), "hit"
+# (one temperature-0 request, stored before the load). The upstream alone and the bare pass-through
+# pass each body through.
+MODES = {"bypass": "bypass", "miss": "cacheable miss", "hit": "exact hit"}  # mode -> its name in the tables
+WRK_SCENARIOS = {  # name -> (upstream kind, in flight, mode)
+    "passthrough-1": ("instant", 1, "bypass"),
+    "passthrough-32": ("instant", 32, "bypass"),
+    "miss-1": ("instant", 1, "miss"),
+    "miss-32": ("instant", 32, "miss"),
+    "slow-256": ("slow", 256, "bypass"),
+    "exact-32": ("instant", 32, "hit"),
 }
+# The guardrails scenario's rules, as the README's "Guardrails" section writes them.
+GUARDRAILS = {
+    "pii": {"kind": "pii", "entities": ["email", "phone", "credit_card", "cn_id", "cn_mobile", "iban", "api_key"],
+            "action": "mask"},
+    "no-leaks": {"kind": "pattern", "patterns": ["(?i)internal use only", "sk-[A-Za-z0-9]{20,}"], "action": "block"},
+}
+OUTPUT_RULES = {"output": ["no-leaks", "pii"]}
 
 
 def log(msg: str) -> None:
@@ -68,6 +87,7 @@ def inbound_body(kind: str, model: str, stream: bool) -> dict:
 
 
 def body_for(model: str, cacheable: bool, vary: bool = False) -> dict:
+    """The one question every JSON scenario asks; `vary` puts `@N@` in it for the load generator to number."""
     content = "How long does a refund take?" + (" Ticket @N@." if vary else "")
     body = {"model": model, "max_tokens": 128, "messages": [
         {"role": "system", "content": "You are the support assistant of an online shop. Answer briefly."},
@@ -75,6 +95,15 @@ def body_for(model: str, cacheable: bool, vary: bool = False) -> dict:
     if cacheable:
         body["temperature"] = 0
     return body
+
+
+def mode_body(model: str, mode: str) -> dict:
+    return body_for(model, mode != "bypass", vary=mode == "miss")
+
+
+def mode_label(target, mode: str) -> str:
+    """A gateway is asked in three ways (its label says which); the others pass every body through."""
+    return f"{target.label} ({MODES[mode]})" if target.name.startswith("gateway") else target.label
 
 
 class Shared:
@@ -106,11 +135,20 @@ class Bench:
 
     # ---- load generators --------------------------------------------------------------------
 
-    def wrk(self, url: str, conns: int, duration: float, body: dict, headers: list[str],
-            vary: int = 0, timeout_s: float = 10) -> dict:
+    def body_file(self, body: dict, unique: bool = False) -> Path:
+        """The body as a file for a load generator. unique: `@N@` gets a prefix of its own, so that the
+        requests numbered from it repeat none of another run's (wrk's count starts again at each run)."""
         raw = json.dumps(body).encode()
+        if unique:
+            raw = raw.replace(b"@N@", os.urandom(4).hex().encode() + b"-@N@")
         path = self.work / f"body-{hashlib.sha1(raw).hexdigest()[:10]}.json"
         path.write_bytes(raw)
+        return path
+
+    def wrk(self, url: str, conns: int, duration: float, body: dict, headers: list[str],
+            vary: int | str = 0, timeout_s: float = 10) -> dict:
+        """vary: N numbers the requests modulo N; "unique" numbers them so that none repeats."""
+        path = self.body_file(body, unique=vary == "unique")
         env = {"BENCH_BODY": str(path), "BENCH_HEADERS": "\n".join(headers), "BENCH_VARY": str(vary)}
         argv = [need("wrk"), "-t1", f"-c{conns}", f"-d{max(1, round(duration))}s", f"--timeout={timeout_s:g}s",
                 "-s", str(BENCH / "wrk" / "post.lua"), url]
@@ -121,25 +159,28 @@ class Bench:
                 "p50": lat["p50"], "p95": lat["p95"], "p99": lat["p99"], "max": lat["max"],
                 "errors": sum(r["errors"].values()), "error_kinds": {k: v for k, v in r["errors"].items() if v}}
 
-    def measure(self, scenario: str, target, kind: str, conns: int, cacheable: bool) -> dict:
-        body = body_for(target.model(kind), cacheable)
+    def measure(self, scenario: str, target, kind: str, conns: int, mode: str) -> dict:
+        """One closed-loop row (wrk): warm-up, then the measurement, with the CPU it took."""
+        body = mode_body(target.model(kind), mode)
+        vary = "unique" if mode == "miss" else 0
         headers = target.headers(kind)
         url = target.url(kind)
         if self.args.warmup > 0:
-            self.wrk(url, conns, self.args.warmup, body, headers)
+            self.wrk(url, conns, self.args.warmup, body, headers, vary)
         profiler = self.start_profile(scenario, target)
         busy = Busy(target.pid(), self.nginx.proc.pid)
-        res = self.wrk(url, conns, self.args.duration, body, headers)
+        res = self.wrk(url, conns, self.args.duration, body, headers, vary)
         res.update(busy.done())
         self.stop_profile(profiler, scenario)
-        res.update(scenario=scenario, target=target.name, label=target.label, in_flight=conns, kind=kind)
-        self.results["rows"].append(res)
-        log(f"  {scenario:15s} {target.label:28s} {res['rps']:9.0f} req/s  p50 {res['p50']:7.2f} ms  "
+        res.update(scenario=scenario, target=target.name, label=mode_label(target, mode), target_label=target.label,
+                   in_flight=conns, kind=kind, mode=mode)
+        log(f"  {scenario:15s} {res['label']:28s} {res['rps']:9.0f} req/s  p50 {res['p50']:7.2f} ms  "
             f"p99 {res['p99']:8.2f} ms  errors {res['errors']}  cpu {res['cpu_pct']:3.0f}%  "
             f"others {res['other_cores']:.2f} cores")
         return res
 
     def streams(self, target, n: int, ramp: float = 0.0) -> dict:
+        """n SSE streams from the paced upstream through `target`, their starts spread over `ramp` s."""
         def argv(count: int) -> list[str]:
             out = [venv_python(), str(BENCH / "streamclient.py"), "--url", target.url("paced"), "--n", str(count),
                    "--model", target.model("paced"), "--timeout", str(self.args.stream_timeout),
@@ -156,7 +197,6 @@ class Bench:
         if target.name == "portkey" and res["completed"] == 0 and any(k.startswith("status 5") for k in res["errors"]):
             res["note"] = ("Portkey 1.15.2 on Node answers every streamed request with 500: TypeError: immutable in "
                            "updateHeaders (Portkey-AI/gateway issues 1389, 1550)")
-        self.results["streams"].append(res)
         t = res["ttft_ms"]
         when = "at once" if not ramp else f"over {ramp:g}s"
         log(f"  streams x{n} {when:8s} {target.label:28s} completed {res['completed']}/{n}  "
@@ -249,55 +289,69 @@ class Bench:
         return name in self.args.scenarios
 
     def wrk_scenarios(self, cache_phase: bool) -> list[str]:
+        """The closed-loop rows asked for; cache_phase: those whose requests are cacheable (the peers run
+        them with their caches on)."""
         out = []
         if not cache_phase:
             if self.selected("passthrough"):
                 out += ["passthrough-1", "passthrough-32"]
             if self.selected("slow"):
                 out.append("slow-256")
-        elif self.selected("exact"):
+            return out
+        if self.selected("passthrough"):
+            out += ["miss-1", "miss-32"]
+        if self.selected("exact"):
             out.append("exact-32")
         return out
+
+    def start_target(self, make, name: str, what: list[str]):
+        """The target `make` starts, or None when it cannot start: its rows (`what`) say why."""
+        try:
+            return make()
+        except Exception as exc:  # noqa: BLE001 - a target that cannot start leaves its column empty
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            log(f"{name}: skipped: {reason}")
+            for s in what:
+                self.results["skipped"][f"{name}/{s}"] = reason
+            return None
 
     def run_target(self, make, name: str, scenarios: list[str], streams: bool) -> None:
         if not scenarios and not streams:
             return
-        try:
-            target = make()
-        except Exception as exc:  # noqa: BLE001 - a target that cannot start leaves its column empty
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            log(f"{name}: skipped: {reason}")
-            for s in scenarios + (["streams"] if streams else []):
-                self.results["skipped"][f"{name}/{s}"] = reason
+        target = self.start_target(make, name, scenarios + (["streams"] if streams else []))
+        if target is None:
             return
         try:
             for s in scenarios:
-                kind, conns, cacheable = WRK_SCENARIOS[s]
-                if cacheable:
-                    self.check_exact_hit(target)
+                kind, conns, mode = WRK_SCENARIOS[s]
                 try:
-                    self.measure(s, target, kind, conns, cacheable)
+                    if mode != "bypass":
+                        self.check_cache(target, kind, mode)
+                    self.results["rows"].append(self.measure(s, target, kind, conns, mode))
                 except Exception as exc:  # noqa: BLE001
                     self.fail(f"{name}/{s}", exc)
             if streams:
                 ramps = self.args.stream_ramps if name in ("upstream", "bare", "gateway") else [0.0]
                 for ramp in ramps:
                     try:
-                        self.streams(target, self.args.streams, ramp)
+                        self.results["streams"].append(self.streams(target, self.args.streams, ramp))
                     except Exception as exc:  # noqa: BLE001
                         self.fail(f"{name}/streams", exc)
         finally:
             target.stop()
 
-    def check_exact_hit(self, target) -> None:
-        """Ask twice (per worker) and record what each target says about its cache."""
+    def check_cache(self, target, kind: str, mode: str) -> None:
+        """Ask one request twice (per worker) and record what each target says about its cache: for
+        "hit" the load's own request, which is then stored; for "miss" one of its kind (temperature 0,
+        a number of its own), which must miss and then hit (it was stored)."""
         import urllib.request
-        body = json.dumps(body_for(target.model("instant"), True)).encode()
+        body = body_for(target.model(kind), True, vary=mode == "miss")
+        raw = json.dumps(body).replace("@N@", "check-" + os.urandom(4).hex()).encode()
         headers = {"content-type": "application/json"}
-        headers.update(h.split(": ", 1) for h in target.headers("instant"))
+        headers.update(h.split(": ", 1) for h in target.headers(kind))
         seen = []
         for _ in range(2 * getattr(target, "workers", 1)):  # each worker has its own memory cache
-            req = urllib.request.Request(target.url("instant"), body, headers)
+            req = urllib.request.Request(target.url(kind), raw, headers)
             with urllib.request.urlopen(req, timeout=30) as r:
                 r.read()
                 if target.name.startswith("gateway"):
@@ -308,10 +362,16 @@ class Bench:
                     seen.append(f"x-portkey-cache-status: {r.headers.get('x-portkey-cache-status')}")
                 else:
                     seen.append("no cache")
-        self.results.setdefault("exact_check", {})[target.name] = seen
-        if target.name.startswith("gateway") and "hit-exact" not in seen:
+        checks = self.results.setdefault("exact_check" if mode == "hit" else "miss_check", {})
+        checks[target.name if kind == "instant" else f"{target.name}/{kind}"] = seen
+        if not target.name.startswith("gateway"):
+            return
+        if mode == "hit" and "hit-exact" not in seen:
             self.results["errors"].append(f"{target.name}: the exact scenario's request was not a hit "
                                           f"(x-gateway-cache: {seen}); the numbers are not cache hits")
+        if mode == "miss" and seen[:1] + seen[-1:] != ["miss", "hit-exact"]:
+            self.results["errors"].append(f"{target.name}: a cacheable miss's request was not a miss, then stored "
+                                          f"and a hit (x-gateway-cache: {seen}); the numbers are not cacheable misses")
 
     def fail(self, what: str, exc: Exception) -> None:
         msg = f"{what}: {type(exc).__name__}: {str(exc).strip()[:400]}"
@@ -347,6 +407,123 @@ class Bench:
         semantic = not (self.args.no_semantic_in_main or self.args.smoke)
         self.run_target(lambda: self.gateway("gateway-w2", workers=2, semantic=semantic),
                         "gateway-w2", scen, False)
+
+    def openloop(self) -> None:
+        """Latency added over the upstream alone (nginx's 50 ms location asked directly), two ways.
+        Open loop: requests on a fixed schedule (bench/openloop.py) at fractions of the bare
+        pass-through's capacity, latency from each request's due time. The capacity is the bare's
+        closed-loop rate at 256 in flight on the same upstream: its slow-256 row when this run has
+        one, else measured here first (or --openloop-capacity). Closed loop: wrk at 1, 16 and 64 in
+        flight, as LiteLLM's published cross-gateway comparison does. Per target, the closed-loop rows
+        first, then the rates from the lowest; a target that falls behind a rate (answers fewer than
+        90% of its requests or more than 1% errors) is not asked for the higher ones: its backlog would
+        be what they measure."""
+        if not self.selected("openloop"):
+            return
+        a = self.args
+        out: dict = {"open": [], "closed": [], "skipped": {}}
+        self.results["openloop"] = out
+        try:
+            out["capacity"] = self.openloop_capacity()
+        except Exception as exc:  # noqa: BLE001
+            return self.fail("openloop/capacity", exc)
+        out["rates"] = [max(1, round(out["capacity"]["rps"] * x)) for x in a.openloop_fractions]
+        log(f"  open loop: capacity {out['capacity']['rps']:,.0f} req/s ({out['capacity']['source']}); "
+            f"rates {out['rates']}")
+        targets = [("upstream", lambda: UpstreamAlone(self.nginx), ["bypass"]),
+                   ("bare", lambda: Bare(self.nginx, self.work), ["bypass"]),
+                   ("gateway", lambda: self.gateway("gateway", semantic=not a.no_semantic_in_main), list(MODES))]
+        if a.peers:
+            targets += [(name, lambda n=name: self.peer(n, cache=False), ["bypass"]) for name in ("portkey", "litellm")]
+        else:
+            for name in ("portkey", "litellm"):
+                self.results["skipped"][f"{name}/openloop"] = "peers not requested (PEERS=0)"
+        for name, make, modes in targets:
+            target = self.start_target(make, name, ["openloop"])
+            if target is None:
+                continue
+            try:
+                for mode in modes:
+                    try:
+                        self.openloop_rows(target, mode, out)
+                    except Exception as exc:  # noqa: BLE001
+                        self.fail(f"openloop/{name}/{mode}", exc)
+            finally:
+                target.stop()
+
+    def openloop_capacity(self) -> dict:
+        a = self.args
+        if a.openloop_capacity:
+            return {"rps": a.openloop_capacity, "source": "given: --openloop-capacity"}
+        for r in self.results["rows"]:
+            if r["scenario"] == "slow-256" and r["target"] == "bare" and r["requests"]:
+                return {"rps": r["rps"], "p99": r["p99"], "source": "the bare pass-through's slow-256 row"}
+        bare = Bare(self.nginx, self.work)
+        try:
+            r = self.measure("capacity", bare, "slow", 256, "bypass")
+        finally:
+            bare.stop()
+        return {"rps": r["rps"], "p99": r["p99"], "source": "the bare pass-through, 256 in flight, 50 ms upstream"}
+
+    def openloop_rows(self, target, mode: str, out: dict) -> None:
+        a = self.args
+        if mode != "bypass":
+            self.check_cache(target, "slow", mode)
+        for conns in a.openloop_closed:
+            out["closed"].append(self.measure(f"50ms-{conns}", target, "slow", conns, mode))
+        argv = [venv_python(), str(BENCH / "openloop.py"), "--url", target.url("slow"),
+                "--body", str(self.body_file(mode_body(target.model("slow"), mode))),
+                "--duration", str(a.duration), "--warmup", str(a.warmup)] + (["--unique"] if mode == "miss" else [])
+        for h in target.headers("slow"):
+            argv += ["--header", h]
+        for i, rate in enumerate(out["rates"]):
+            busy = Busy(target.pid(), self.nginx.proc.pid)
+            r = run_json(argv + ["--rate", str(rate)], a.warmup + a.duration + 60)
+            r.update(busy.done())
+            r.update(target=target.name, label=mode_label(target, mode), mode=mode)
+            out["open"].append(r)
+            lat, lag = r["latency_ms"], r["lag_ms"]
+            log(f"  open loop {rate:6,}/s {r['label']:28s} answered {r['achieved_rps']:7,.0f}/s  "
+                f"p50 {fmt(lat['p50'])} p99 {fmt(lat['p99'])} p99.9 {fmt(lat['p999'])} ms  errors {r['errors']}  "
+                f"lag p99 {fmt(lag['p99'])} ms  cpu {r['cpu_pct']:3.0f}%")
+            if r["achieved_rps"] < 0.9 * rate or r["errors"] > 0.01 * r["scheduled"]:
+                for higher in out["rates"][i + 1:]:
+                    out["skipped"][f"{target.name}/{mode}/{higher}"] = f"fell behind at {rate:,}/s"
+                break
+
+    def guardrails(self) -> None:
+        """What output guardrails cost: one gateway, the same upstream through two routes, one with the
+        README's output rules (`no-leaks`: two patterns that block; `pii`: every built-in detector,
+        masking) and one without. 1,000 streams started over 1 s from the paced upstream (time to the
+        first event, to the first text and to the stream's end), and JSON at 32 in flight from the instant one (not
+        cacheable, so every answer is filtered, none served from a cache). The answer matches no rule:
+        what is measured is the cost of looking. Each pair run twice, alternating (once in the smoke)."""
+        if not self.selected("guardrails"):
+            return
+        a = self.args
+        cfg = gateway_config(self.nginx, None, free_port(), semantic=False)
+        cfg["guardrails"] = GUARDRAILS
+        for kind in ("instant", "paced"):
+            cfg["routes"][f"plain-{kind}"] = {"targets": [MODELS[kind]]}
+            cfg["routes"][f"guarded-{kind}"] = {"targets": [MODELS[kind]], "guardrails": OUTPUT_RULES}
+        out: dict = {"runs": {}, "streams": a.streams, "ramp_s": 1.0, "rules": OUTPUT_RULES, "guardrails": GUARDRAILS}
+        try:
+            gw = Gateway(self.work, cfg, tag="gateway-guardrails")
+        except Exception as exc:  # noqa: BLE001
+            return self.fail("guardrails", exc)
+        labels = {"plain": "route without guardrails", "guarded": "route with output guardrails"}
+        try:
+            for _ in range(1 if a.smoke else 2):
+                for variant, label in labels.items():
+                    route = RouteView(gw, {kind: f"{variant}-{kind}" for kind in ("instant", "paced")}, label)
+                    run = out["runs"].setdefault(variant, {"streams": [], "json": []})
+                    run["streams"].append(self.streams(route, a.streams, 1.0))
+                    run["json"].append(self.measure("guardrails-32", route, "instant", 32, "bypass"))
+        except Exception as exc:  # noqa: BLE001
+            self.fail("guardrails", exc)
+        finally:
+            gw.stop()
+        self.results["guardrails"] = out
 
     def keys(self) -> None:
         """What the limits cost per request, counted in memory and in Redis (a local redis-server):
@@ -615,17 +792,26 @@ class Bench:
             gw.stop()
 
     def memory(self) -> None:
+        """The leak check, on a gateway without the semantic layer (the RSS targets are about it) and on
+        one with it (the embedder loaded; the load never asks it: no route of it is semantic). The
+        smoke test's shared gateway has no semantic layer: it runs the first only."""
         if not self.selected("memory"):
             return
+        self.results["memory"] = []
+        for semantic in (False,) if self.args.smoke else (False, True):
+            self.leak_check(semantic)
+
+    def leak_check(self, semantic: bool) -> None:
         a = self.args
         checkpoints = [int(x) for x in a.memory_checkpoints.split(",")]
+        name = "gateway-memory" + ("" if semantic else "-plain")
         try:
-            gw = self.gateway("gateway-memory")
+            gw = self.gateway(name, semantic=semantic)
         except Exception as exc:  # noqa: BLE001
-            return self.fail("memory", exc)
+            return self.fail(name, exc)
         try:
             time.sleep(1)
-            mem = {"idle_mb": gw.rss_mb(), "checkpoints": [], "curve": [], "vary": a.memory_vary,
+            mem = {"semantic": semantic, "idle_mb": gw.rss_mb(), "checkpoints": [], "curve": [], "vary": a.memory_vary,
                    "mode": "long" if a.long else "short"}
             body = body_for(gw.model("instant"), True, vary=True)
             total, errors = 0, 0
@@ -641,12 +827,13 @@ class Bench:
                 mem["curve"].append({"requests": total, "rss_mb": gw.rss_mb(), "seconds": chunk, "rps": r["rps"]})
                 while todo and total >= todo[0]:
                     mem["checkpoints"].append({"target": todo.pop(0), "requests": total, "rss_mb": gw.rss_mb()})
-                    log(f"  memory: {total} requests, rss {gw.rss_mb():.1f} MiB")
+                    log(f"  memory{'' if semantic else ', no semantic layer'}: {total} requests, "
+                        f"rss {gw.rss_mb():.1f} MiB")
             mem["errors"] = errors
             mem["incomplete"] = bool(todo)
-            self.results["memory"] = mem
+            self.results["memory"].append(mem)
         except Exception as exc:  # noqa: BLE001
-            self.fail("memory", exc)
+            self.fail(name, exc)
         finally:
             gw.stop()
 
@@ -659,12 +846,15 @@ class Bench:
         self.results["machine"] = machine()
         self.results["versions"] = versions()
         self.results["load_before"] = os.getloadavg()
+        self.results["exact_max_entries"] = EXACT_MAX_ENTRIES
         try:
             self.nginx = Nginx(self.work / "nginx").start()
             log(f"nginx upstream on {self.nginx.url('instant')}")
             if a.smoke and (self.selected("semantic") or self.selected("mix")):
                 self.shared[True] = self._start_gateway("gateway-semantic", 1, True, wait=False)
             self.main_targets()
+            self.openloop()
+            self.guardrails()
             self.workers2()
             self.semantic()
             self.mix()
@@ -769,6 +959,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="spread the streams' starts over these seconds: 0 is all at once (the issue's "
                         "scenario); 1 is 1,000 new streams a second, for the upstream, bare and gateway")
     p.add_argument("--skip-litellm-streams", action="store_true")
+    p.add_argument("--openloop-capacity", type=float, default=0,
+                   help="open loop: the bare pass-through's req/s on the 50 ms upstream that the rates are fractions "
+                        "of (default 0: its slow-256 row of this run, else measured first)")
+    p.add_argument("--openloop-fractions", default="0.25,0.5,0.7", help="open loop: the rates, as fractions of it")
+    p.add_argument("--openloop-closed", default="1,16,64", help="open loop's closed-loop rows: in flight")
     p.add_argument("--entries", type=int, default=10000, help="semantic: stored entries")
     p.add_argument("--fill-timeout", type=float, default=900)
     p.add_argument("--semantic-timeout-ms", type=float, default=1000,
@@ -820,6 +1015,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     if a.smoke:
         a.duration, a.warmup, a.peers = 1, 0, 0
         a.streams, a.stream_timeout, a.stream_ramps = min(a.streams, 50), 20, "0"
+        a.openloop_fractions, a.openloop_closed = "0.5", "16"
         a.entries, a.fill_timeout = 40, 60
         a.mix_requests, a.mix_pool, a.mix_timeout = 60, 20, 60
         a.memory_checkpoints = a.memory_checkpoints or "500,1000"
@@ -836,11 +1032,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     a.out = a.out.resolve()
     a.profile_at = [s.strip() for s in a.profile_at.split(",")]
     a.stream_ramps = [float(x) for x in str(a.stream_ramps).split(",") if x.strip()]
+    a.openloop_fractions = [float(x) for x in str(a.openloop_fractions).split(",") if x.strip()]
+    a.openloop_closed = [int(x) for x in str(a.openloop_closed).split(",") if x.strip()]
     return a
 
 
 def main(argv=None) -> int:
     a = parse_args(argv)
+    # SIGTERM (a timeout, `kill`) ends the run through its `finally`s, which stop the servers it
+    # started: each runs in a session of its own and would outlive a killed bench.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     need("nginx")
     need("wrk")
     if "soak" in a.scenarios:

@@ -1,9 +1,12 @@
-"""N concurrent SSE streams over raw asyncio sockets: time to first event, events, all complete?
+"""N concurrent SSE streams over raw asyncio sockets: time to first event and to first text, events,
+all complete?
 
 The aiohttp client spends about 1 ms of CPU per 20-chunk stream; at 1,000 streams started together
 that alone put 380 ms into the measured time to first event against bare nginx. This client writes a
 ready-made HTTP/1.1 request and only scans the bytes it gets back (`data: ` events, `[DONE]`), so
 what it measures is the server's delay, not its own. One stream per connection (`Connection: close`).
+The first event is the role's, with no text; *first text* is the first event whose `content` is not
+empty: what a filter that holds text back (output guardrails) delays, and the first event does not show.
 
   python bench/streamclient.py --url http://127.0.0.1:P/v1/chat/completions --n 1000 [--ramp S]
 """
@@ -13,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import sys
 import time
 from collections import Counter
@@ -22,6 +26,7 @@ from stats import dist_ms  # bench/ is on sys.path when run as a script
 
 DATA = b"data: "
 DONE = b"data: [DONE]"
+TEXT = re.compile(rb'"content": ?"(?!")')  # a delta with text in it
 
 
 class Stream(asyncio.Protocol):
@@ -30,6 +35,7 @@ class Stream(asyncio.Protocol):
         self.done = done
         self.started = 0.0
         self.first_event: float | None = None
+        self.first_text: float | None = None
         self.head = b""
         self.in_body = False
         self.status = 0
@@ -58,6 +64,8 @@ class Stream(asyncio.Protocol):
         n = scan.count(DATA) - self.tail.count(DATA)
         if n and self.first_event is None:
             self.first_event = now
+        if self.first_text is None and TEXT.search(scan):
+            self.first_text = now
         self.events += n
         if DONE in scan:
             self.saw_done = True
@@ -82,6 +90,7 @@ async def run(args) -> dict:
                ).encode() + body
     loop = asyncio.get_running_loop()
     ttfe: list[float] = []
+    ttft_text: list[float] = []
     totals: list[float] = []
     events: Counter = Counter()
     errors: Counter = Counter()
@@ -117,6 +126,8 @@ async def run(args) -> dict:
             errors["incomplete"] += 1
         else:
             ttfe.append(proto.first_event - proto.started)
+            if proto.first_text is not None:
+                ttft_text.append(proto.first_text - proto.started)
             totals.append(ended - proto.started)
             events[proto.events] += 1
 
@@ -124,7 +135,7 @@ async def run(args) -> dict:
     spread = args.ramp / max(1, args.n)
     await asyncio.gather(*(one(i * spread) for i in range(args.n)))
     return {"streams": args.n, "completed": len(totals), "errors": dict(errors), "peak_in_flight": peak,
-            "ttft_ms": dist_ms(ttfe), "total_ms": dist_ms(totals),
+            "ttft_ms": dist_ms(ttfe), "first_text_ms": dist_ms(ttft_text), "total_ms": dist_ms(totals),
             "events_per_stream": {str(k): v for k, v in events.items()}, "wall_s": time.perf_counter() - t0}
 
 

@@ -18,6 +18,7 @@ from upstream import Nginx
 
 MODELS = {"instant": "gpt-4o-mini", "slow": "gpt-4o-mini-slow", "paced": "gpt-4o-mini-stream"}
 PRICE = {"input_per_1m": 0.15, "output_per_1m": 0.60}  # gpt-4o-mini's list price
+EXACT_MAX_ENTRIES = 10000  # the gateway's default: the cacheable-miss rows fill it, then evict
 
 
 class Target:
@@ -112,7 +113,7 @@ def gateway_config(nginx: Nginx, echo_url: str | None, port: int, semantic: bool
         "models": models,
         "routes": routes,
         "cache": {
-            "exact": {"backend": "memory", "max_entries": 10000, "eviction": "lru", "ttl_s": 3600},
+            "exact": {"backend": "memory", "max_entries": EXACT_MAX_ENTRIES, "eviction": "lru", "ttl_s": 3600},
             "semantic": {"enabled": semantic, "qdrant": {"location": ":memory:"},
                          "embedder": {"kind": "local", "model": "all-MiniLM-L6-v2"}},
             "cacheable": "deterministic",
@@ -207,3 +208,25 @@ class PeerTarget(Target):
 
     def stop(self) -> None:
         self.peer.stop()
+
+
+class RouteView(Target):
+    """A running gateway asked for its routes by name rather than for the bench's models (the
+    guardrails scenario: one gateway, a route with rules and one without). It does not own the
+    gateway: stopping the view leaves it running."""
+
+    def __init__(self, gateway: Gateway, routes: dict[str, str], label: str):
+        self.gateway = gateway
+        self.routes = routes  # kind -> route name
+        self.name = gateway.name
+        self.label = label
+        self.proc = gateway.proc
+
+    def url(self, kind: str) -> str:
+        return self.gateway.url(kind)
+
+    def model(self, kind: str) -> str:
+        return self.routes[kind]
+
+    def stop(self) -> None:
+        pass

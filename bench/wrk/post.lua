@@ -1,7 +1,9 @@
 -- Closed-loop POST load for wrk: every connection sends one request, waits for the answer, repeats.
 -- BENCH_BODY: file with the JSON body.  BENCH_HEADERS: extra headers, "Name: value" one per line.
 -- BENCH_VARY=N: make each request distinct by numbering it modulo N (`@N@` in the body is replaced),
---   for the leak check's mix of hits and misses.  Prints one `BENCH_JSON {...}` line at the end.
+--   for the leak check's mix of hits and misses.  BENCH_VARY=unique: number every request without a
+--   modulo, so none repeats (the caller puts a per-run prefix before `@N@`, so that runs do not repeat
+--   each other either).  Prints one `BENCH_JSON {...}` line at the end.
 
 local function read(path)
   local f = assert(io.open(path, "rb"))
@@ -18,7 +20,8 @@ for line in (os.getenv("BENCH_HEADERS") or ""):gmatch("[^\n]+") do
   if name then wrk.headers[name] = value end
 end
 
-local vary = tonumber(os.getenv("BENCH_VARY") or "0")
+local unique = os.getenv("BENCH_VARY") == "unique"
+local vary = unique and 0 or tonumber(os.getenv("BENCH_VARY") or "0")
 local counter = 0
 thread_no = 0  -- set per thread by setup()
 local threads = 0
@@ -28,13 +31,13 @@ function setup(thread)
   threads = threads + 1
 end
 
-if vary > 0 then
+if vary > 0 or unique then
   local template = wrk.body
   local format = wrk.format
   function request()
     counter = counter + 1
-    local n = (counter * 7919 + thread_no * 104729) % vary
-    return format(nil, nil, nil, (template:gsub("@N@", tostring(n))))
+    local n = unique and (thread_no .. "-" .. counter) or tostring((counter * 7919 + thread_no * 104729) % vary)
+    return format(nil, nil, nil, (template:gsub("@N@", n)))
   end
 end
 
