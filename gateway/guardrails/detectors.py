@@ -35,6 +35,9 @@ class Detector:
     first: str               # a character class: every match begins with one of these
     check: Check | None = None
     normalize: Callable[[str], str] = str   # the same value written two ways is one value
+    # The fewest digits a match has: a whole text with fewer is not searched (set where the search
+    # costs more than the count: the phone expression's alternatives try at every digit).
+    digits: int = 0
 
     def finditer(self, text: str) -> Iterator[tuple[int, int]]:
         """The matches in a whole text, left to right, as spans."""
@@ -228,7 +231,7 @@ DETECTORS: dict[str, Detector] = {d.entity: d for d in (
     Detector("cn_mobile", "CN_MOBILE", _compile(_PHONE_BEFORE + _CN_MOBILE + _PHONE_AFTER), 2, "[0-9+]", None,
              _digits),
     Detector("phone", "PHONE", _compile(_PHONE_BEFORE + f"(?:{_CN_MOBILE}|{_INTL}|{_NATIONAL})" + _PHONE_AFTER), 2,
-             "[0-9+(]", _phone_digits, _digits),
+             "[0-9+(]", _phone_digits, _digits, 7),
 )}
 ENTITIES = tuple(DETECTORS)
 

@@ -40,6 +40,7 @@ MAX_MATCH = 256          # the default bound on a pattern match in a stream, whe
 MAX_MATCH_LIMIT = 4096   # the most `max_match` may be set to
 
 _UNBOUNDED = sre.MAXREPEAT
+DIGITS = "0123456789"   # what the detectors count as digits (ASCII: their expressions' [0-9])
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +116,7 @@ class Matcher:
     check: Check | None = None
     normalize: Callable[[str], str] = str
     first: regex.Pattern[str] | None = None   # what every match begins with: no such character, no scan
+    digits: int = 0                           # the fewest digits in a match: a whole text with fewer, no scan
 
     @property
     def hold(self) -> int:
@@ -128,6 +130,8 @@ class Matcher:
         n = len(text)
         if self.first is not None and self.first.search(text, pos) is None:
             return found, n
+        if final and self.digits and sum(text.count(d, pos) for d in DIGITS) < self.digits:
+            return found, n   # (a growing text may still get them: there a partial match is looked for)
         partial = not final
         search = self.pattern.search
         while (m := search(text, pos, partial=partial)) is not None:
@@ -167,7 +171,8 @@ def detector_matcher(detector: Detector) -> Matcher:
     w = widths(detector.pattern.pattern)
     assert w.max is not None, detector.entity
     return Matcher(detector.pattern, detector.label, w.max + detector.tail, w.behind, detector.tail,
-                   detector.check, detector.normalize, regex.compile(detector.first))
+                   detector.check, detector.normalize, regex.compile(detector.first),
+                   detector.digits)
 
 
 def pattern_matcher(pattern: str, label: str, max_match: int = MAX_MATCH) -> Matcher:
