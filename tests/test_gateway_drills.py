@@ -123,8 +123,9 @@ def semantic_config(fakes) -> dict[str, Any]:
 
 def served_by_the_semantic_layer(gw, question: dict[str, Any]) -> bool:
     """Asked (and stored), then asked again once another question took the exact layer's one
-    entry: a hit of the semantic layer. Five tries: a cooldown the load left may still run."""
-    for _ in range(5):
+    entry: a hit of the semantic layer. Ten tries a second apart: a cooldown the load left may
+    still run, and a new Qdrant helper takes seconds to start on a busy machine."""
+    for _ in range(10):
         assert httpx.post(gw.url + "/v1/chat/completions", json=question, timeout=10).status_code == 200
         httpx.post(gw.url + "/v1/chat/completions", json=questions("evicts the exact entry", 1)[0], timeout=10)
         again = httpx.post(gw.url + "/v1/chat/completions", json=question, timeout=10)
