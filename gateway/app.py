@@ -26,7 +26,7 @@ from .observe import Observer
 from .proxy import Pipeline, count_tokens
 from .record import RequestRecord
 from .explain import admin_explain
-from .reload import CountInFlight, Reloader, admin_reload
+from .reload import Reloader, admin_reload
 from .runtime import Runtime
 
 log = logging.getLogger("gateway")
@@ -55,10 +55,18 @@ class Front:
     else a new one) and echoes it back, refuses percent-encoded paths, and sends POSTs to the proxy
     endpoints straight to their pipeline: the hot path skips Starlette's router and exception
     middlewares (the pipeline answers its own errors). Everything else, lifespan included, goes to
-    the Starlette app."""
+    the Starlette app.
+
+    It also counts the requests each runtime may be serving: a request is counted on the runtime
+    current when it arrives; the pipeline reads the runtime a moment later, so it may use that one
+    or a newer one, never an older one. A runtime replaced by a reload is therefore retired oldest
+    first, each after its own count is zero (reload.Reloader): by then every request that could be
+    using it is done. (One ASGI layer for all of it: each layer is a frame every resumption of a
+    request's task passes through.)"""
 
     def __init__(self, app: Starlette, lanes: dict[str, Lane]):
         self.app = app
+        self.state = app.state
         self.lanes = lanes
 
     def __getattr__(self, name: str) -> Any:  # app.state, app.router... of the Starlette app
@@ -67,52 +75,59 @@ class Front:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        rid = None
-        for name, value in scope["headers"]:
-            if name == b"x-request-id":
-                if REQUEST_ID.fullmatch(value):
-                    rid = value.decode("ascii")
-                elif value:
-                    scope["gateway.client_request_id"] = value.decode("utf-8", "backslashreplace")[:MAX_CLIENT_REQUEST_ID]
-                break
-        if rid is None:
-            rid = os.urandom(12).hex()
-        scope["gateway.request_id"] = rid
-        rid_header = (b"x-request-id", rid.encode("ascii"))
-        started = False
-
-        def send_with_id(message):
-            # A plain function handing back the server's awaitable: no coroutine of its own per
-            # message (a stream sends one per chunk).
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-                message["headers"] = [*message.get("headers", ()), rid_header]
-            return send(message)
-
-        raw_path = scope.get("raw_path")
-        if raw_path is not None and b"%" in raw_path and not raw_path.startswith(ENCODED_ID_PREFIX):
-            # The path served would be the decoded one, which a path filter in front of the gateway
-            # (that reads the raw path) never saw: answered as the unknown path it is, as given.
-            return await _refuse_encoded_path(self.app, scope, raw_path, receive, send_with_id)
-        lane = self.lanes.get(scope["path"]) if scope["method"] == "POST" else None
-        if lane is None:
-            try:
-                return await self.app(scope, receive, send_with_id)
-            except Exception:
-                if started:  # on_unexpected answered it, logged it and counted it
-                    return
-                raise
-        scope["app"] = self.app
+        runtime: Runtime | None = getattr(self.state, "runtime", None)   # None before the lifespan ran
+        if runtime is not None:
+            runtime.in_flight += 1
         try:
-            response = await lane.handle(Request(scope, receive))
-        except ClientDisconnect:
-            return
-        except Exception:  # the pipeline answers its own errors: this is a last resort
-            log.exception("unexpected error on %s", scope["path"])
-            observe_edge(self.app, scope, lane.endpoint, 500, "internal_error")
-            response = internal_error()
-        await response(scope, receive, send_with_id)
+            rid = None
+            for name, value in scope["headers"]:
+                if name == b"x-request-id":
+                    if REQUEST_ID.fullmatch(value):
+                        rid = value.decode("ascii")
+                    elif value:
+                        scope["gateway.client_request_id"] = value.decode("utf-8", "backslashreplace")[:MAX_CLIENT_REQUEST_ID]
+                    break
+            if rid is None:
+                rid = os.urandom(12).hex()
+            scope["gateway.request_id"] = rid
+            rid_header = (b"x-request-id", rid.encode("ascii"))
+            started = False
+
+            def send_with_id(message):
+                # A plain function handing back the server's awaitable: no coroutine of its own per
+                # message (a stream sends one per chunk).
+                nonlocal started
+                if message["type"] == "http.response.start":
+                    started = True
+                    message["headers"] = [*message.get("headers", ()), rid_header]
+                return send(message)
+
+            raw_path = scope.get("raw_path")
+            if raw_path is not None and b"%" in raw_path and not raw_path.startswith(ENCODED_ID_PREFIX):
+                # The path served would be the decoded one, which a path filter in front of the gateway
+                # (that reads the raw path) never saw: answered as the unknown path it is, as given.
+                return await _refuse_encoded_path(self.app, scope, raw_path, receive, send_with_id)
+            lane = self.lanes.get(scope["path"]) if scope["method"] == "POST" else None
+            if lane is None:
+                try:
+                    return await self.app(scope, receive, send_with_id)
+                except Exception:
+                    if started:  # on_unexpected answered it, logged it and counted it
+                        return
+                    raise
+            scope["app"] = self.app
+            try:
+                response = await lane.handle(Request(scope, receive))
+            except ClientDisconnect:
+                return
+            except Exception:  # the pipeline answers its own errors: this is a last resort
+                log.exception("unexpected error on %s", scope["path"])
+                observe_edge(self.app, scope, lane.endpoint, 500, "internal_error")
+                response = internal_error()
+            await response(scope, receive, send_with_id)
+        finally:
+            if runtime is not None:
+                runtime.in_flight -= 1
 
 
 def internal_error() -> Response:
@@ -253,7 +268,7 @@ async def on_unexpected(request: Request, exc: Exception) -> Response:
     return internal_error()
 
 
-def create_app(loaded: LoadedConfig) -> CountInFlight:
+def create_app(loaded: LoadedConfig) -> Front:
     @asynccontextmanager
     async def lifespan(app: Starlette):
         app.state.started_at = time.time()
@@ -299,8 +314,7 @@ def create_app(loaded: LoadedConfig) -> CountInFlight:
     # No redirect from `/path/` to `/path`: Starlette builds its Location from the request's Host
     # header, which makes it an open redirect. A trailing slash is an unknown path (404) instead.
     app.router.redirect_slashes = False
-    # CountInFlight: a runtime replaced by a reload is closed only after its last request.
-    return CountInFlight(Front(app, lanes))
+    return Front(app, lanes)
 
 
 async def _join_workers(app: Starlette) -> workers.Workers | None:
@@ -323,6 +337,6 @@ async def _join_workers(app: Starlette) -> workers.Workers | None:
     return peers
 
 
-def app_from_env() -> CountInFlight:
+def app_from_env() -> Front:
     """Factory for `uvicorn --factory` and for `gateway serve --workers N`."""
     return create_app(load_config(default_config_path()))

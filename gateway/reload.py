@@ -32,33 +32,6 @@ log = logging.getLogger("gateway.reload")
 SERVE_ENV = "GATEWAY_SERVE"
 
 
-class CountInFlight:
-    """ASGI wrapper: counts the requests each runtime may be serving.
-
-    A request is counted on the runtime current when it arrives; the pipeline reads the runtime a
-    moment later, so it may use that one or a newer one, never an older one. Runtimes are
-    therefore retired oldest first, each after its own count is zero: by then every request that
-    could be using it is done.
-    """
-
-    def __init__(self, app: Any):
-        self.app = app
-        self.state = app.state
-
-    def __getattr__(self, name: str) -> Any:  # app.state, app.router... of the wrapped app
-        return getattr(self.app, name)
-
-    async def __call__(self, scope, receive, send) -> None:
-        runtime = getattr(self.state, "runtime", None) if scope["type"] == "http" else None
-        if runtime is None:
-            return await self.app(scope, receive, send)
-        runtime.in_flight += 1
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            runtime.in_flight -= 1
-
-
 @dataclass
 class Outcome:
     ok: bool
@@ -152,7 +125,7 @@ class Reloader:
 
     async def _retire(self, old: Runtime, new: Runtime, before: asyncio.Task[None] | None) -> None:
         if before is not None:
-            await asyncio.wait([before])   # older runtimes first (see CountInFlight)
+            await asyncio.wait([before])   # older runtimes first (see app.Front)
         # Requests end by themselves: a stream at the latest when its provider's timeout_s is up.
         limit = max((p.config.timeout_s for p in old.providers.values()), default=60.0) + 5.0
         deadline = time.monotonic() + limit

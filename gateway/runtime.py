@@ -41,7 +41,7 @@ class Runtime:
         self.table = RouteTable(self.config, self.targets)
         self.routes: dict[str, Route] = self.table.routes
         self.health: Health = self.table.health   # circuit per target; `health.snapshot()` for metrics
-        self.in_flight = 0   # requests that may use this runtime (counted by reload.CountInFlight)
+        self.in_flight = 0   # requests that may use this runtime (counted by app.Front)
         self._keys = {k.digest(): k for k in self.config.auth.keys}
         self._key_by_name = {k.name: k for k in self.config.auth.keys}
         self._guardrails = _guardrails(self.config)   # (route, key) -> (input rules, output rules)
