@@ -82,7 +82,9 @@ class RedisStore:
             log.warning(message, type(exc).__name__, exc)
 
     def pack(self, entry: Entry) -> bytes:
-        return orjson.dumps(entry.to_dict())
+        # Entry.to_dict's JSON, around the completion's bytes as the upstream sent them (a lead
+        # that has them is not serialised again).
+        return b'{"model":' + orjson.dumps(entry.model) + b',"completion":' + entry.body + b"}"
 
     def unpack(self, value: bytes) -> Entry | None:
         try:
