@@ -23,9 +23,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import BENCH, VENV_BIN, Proc, free_port, run_json, venv_python, wait_port  # noqa: E402
 import report  # noqa: E402
-from run import WRK_SCENARIOS, body_for  # noqa: E402
+from run import WRK_SCENARIOS, mode_body  # noqa: E402
 from targets import MODELS, gateway_config  # noqa: E402
 from upstream import Nginx  # noqa: E402
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
 
 
 def main() -> int:
@@ -63,12 +68,18 @@ def main() -> int:
             res = run_json([venv_python(), str(BENCH / "streamclient.py"), "--url", url, "--n", "1000",
                             "--model", MODELS["paced"], "--timeout", "60"], 120)
         else:
-            kind, conns, cacheable = WRK_SCENARIOS[a.scenario]
+            kind, conns, mode = WRK_SCENARIOS[a.scenario]
             body = out / "body.json"
-            body.write_text(json.dumps(body_for(MODELS[kind], cacheable)))
+            raw = json.dumps(mode_body(MODELS[kind], mode))
+            if mode == "hit":  # stored before the profile starts
+                run_json(["wrk", "-t1", "-c1", "-d1s", "-s", str(BENCH / "wrk" / "post.lua"), url], 60,
+                         {"BENCH_BODY": str(_write(body, raw)), "BENCH_HEADERS": "", "BENCH_VARY": "0"})
+            if mode == "miss":  # every request distinct, none met in an earlier profile
+                raw = raw.replace("@N@", os.urandom(4).hex() + "-@N@")
             res = run_json(["wrk", "-t1", f"-c{conns}", f"-d{int(a.duration)}s", "--timeout=10s", "-s",
                             str(BENCH / "wrk" / "post.lua"), url], a.duration + 60,
-                           {"BENCH_BODY": str(body), "BENCH_HEADERS": "", "BENCH_VARY": "0"})
+                           {"BENCH_BODY": str(_write(body, raw)), "BENCH_HEADERS": "",
+                            "BENCH_VARY": "unique" if mode == "miss" else "0"})
         print(json.dumps(res)[:400])
         if spy is not None:
             spy.wait(a.duration + 30)
