@@ -314,6 +314,8 @@ def markdown(results: dict) -> str:
         L += mix_md(mix)
     if results.get("keys", {}).get("runs"):
         L += keys_md(results["keys"])
+    if results.get("instructions"):
+        L += instructions_md(results["instructions"])
     if results.get("providers", {}).get("runs"):
         L += providers_md(results["providers"])
     if results.get("tracing", {}).get("runs"):
@@ -527,6 +529,20 @@ def semantic_md(sem: dict) -> list[str]:
     if sem.get("metrics"):
         L += ["Gateway metrics after the run: " + ", ".join(f"`{k}` {v:g}" for k, v in sem["metrics"].items()), ""]
     return L
+
+
+def instructions_md(result: dict) -> list[str]:
+    """Instructions per request (callgrind): the bound a target's req/s has against the bare's."""
+    from instructions import table   # noqa: PLC0415 - bench/ is on the path when the report is made
+    L = ["## Instructions per request (callgrind)", ""]
+    if "skipped" in result:
+        return L + [f"Skipped: {result['skipped']}.", ""]
+    L += [f"User-space instructions of the target's process per request, {result['n']} requests one after "
+          "another on one keep-alive connection (bench/instructions.py). Repeatable to a few hundredths of a "
+          "percent where req/s is not; `bare / target` is the req/s the target could reach against the bare "
+          "pass-through if a request's cost were its instructions alone (the kernel's socket work is the same "
+          "for both and is not in it).", ""]
+    return L + table(result) + [""]
 
 
 def keys_md(keys: dict) -> list[str]:

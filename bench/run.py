@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (BENCH, ROOT, LOOPBACK, VENV_BIN, Busy, Proc, free_port, need, run_json,  # noqa: E402
                     venv_python, wait_port)
 import peers as P  # noqa: E402
+import instructions as I  # noqa: E402
 import report  # noqa: E402
 import soak as S  # noqa: E402
 from targets import (EXACT_MAX_ENTRIES, MODELS, PRICE, Bare, Gateway, PeerTarget, RouteView,  # noqa: E402
@@ -45,8 +46,9 @@ from upstream import Nginx  # noqa: E402
 
 ALL = ["passthrough", "slow", "streams", "exact", "openloop", "guardrails", "semantic", "mix", "memory", "workers",
        "keys", "providers", "tracing"]
-# Asked for by name only: `all` would take 30 minutes longer with it (the smoke test runs it briefly).
-EXTRA = ["soak"]
+# Asked for by name only: `all` would take 30 minutes longer with the soak (the smoke test runs it
+# briefly); instructions needs valgrind, and is the A/B measure for a change rather than a table row.
+EXTRA = ["soak", "instructions"]
 # What a request asks of a cache: "bypass" (not cacheable: no temperature 0), "miss" (temperature 0,
 # every request distinct: it misses, leads its single flight, goes upstream and is stored), "hit"
 # (one temperature-0 request, stored before the load). The upstream alone and the bare pass-through
@@ -525,6 +527,17 @@ class Bench:
             gw.stop()
         self.results["guardrails"] = out
 
+    def instructions(self) -> None:
+        """Instructions per request under callgrind (bench/instructions.py): the bare pass-through,
+        and the gateway as bypass, cacheable miss and exact hit."""
+        if not self.selected("instructions"):
+            return
+        try:
+            self.results["instructions"] = I.run(self.nginx, self.work / "instructions", self.args.instructions_n,
+                                                 list(I.MODES))
+        except Exception as exc:  # noqa: BLE001
+            self.fail("instructions", exc)
+
     def keys(self) -> None:
         """What the limits cost per request, counted in memory and in Redis (a local redis-server):
         the same pass-through (8 in flight) with no key; with the provider's concurrency slots in
@@ -862,6 +875,7 @@ class Bench:
             self.keys()
             self.providers()
             self.tracing()
+            self.instructions()
             self.soak()
         finally:
             for gw in self.shared.values():
@@ -949,6 +963,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--duration", type=float, default=10, help="seconds per measurement (default 10)")
     p.add_argument("--warmup", type=float, default=2, help="seconds of warm-up before each measurement")
     p.add_argument("--peers", type=int, default=1, help="1: run the installed peers; 0: skip them")
+    p.add_argument("--instructions-n", type=int, default=500,
+                   help="instructions: requests counted per mode under callgrind (default 500)")
     p.add_argument("--long", action="store_true", help="memory: go to 1M requests (default stops at 200k)")
     p.add_argument("--smoke", action="store_true", help="every scenario for about a second (the smoke test)")
     p.add_argument("--profile", action="store_true", help="py-spy the gateway during its measurements")
@@ -1011,7 +1027,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     if unknown:
         p.error(f"unknown scenario {sorted(unknown)}; known: {', '.join(ALL + EXTRA)}")
     if a.smoke and a.scenario in ("all", ""):
-        a.scenarios += EXTRA
+        a.scenarios += ["soak"]   # instructions has a test of its own (tests/test_bench_instructions.py)
     if a.smoke:
         a.duration, a.warmup, a.peers = 1, 0, 0
         a.streams, a.stream_timeout, a.stream_ramps = min(a.streams, 50), 20, "0"
