@@ -52,7 +52,7 @@ clean:
 
 # The benchmark (bench/README.md): the gateway side by side with the upstream alone, a bare
 # pass-through and the peers. Results in bench/results/<timestamp>/. Options:
-#   SCENARIO=passthrough,slow,streams,exact,openloop,guardrails,semantic,mix,memory,workers,keys,providers,tracing (default all); soak on its own
+#   SCENARIO=passthrough,slow,streams,exact,openloop,guardrails,semantic,mix,memory,workers,keys,providers,tracing (default all); soak and instructions on their own
 #   DURATION=seconds per measurement  LONG=1 (leak check to 1M requests)  PEERS=0  PROFILE=1
 SCENARIO ?= all
 DURATION ?= 10
