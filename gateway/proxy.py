@@ -409,6 +409,8 @@ class EmbeddingsText:
     """Where an embeddings request's text is, for the input rules: its string inputs (token arrays
     are left alone). An embedding has no text to filter on the way out."""
 
+    GUARDED_PARAM = "input"
+
     @staticmethod
     def guarded_text(payload: dict[str, Any]) -> list[dict[str, Any]]:
         return strings_as_messages(payload.get("input"))
@@ -438,7 +440,8 @@ def _guard_input(record: RequestRecord, payload: dict[str, Any], rules_in: list[
         tracing.end(span, _checked(found.fired, found.blocked))
         if found.blocked is not None:
             raise GatewayError(400, f"The request was stopped by the gateway's guardrail '{found.blocked}'.",
-                               "invalid_request_error", "content_filter", "messages")
+                               "invalid_request_error", "content_filter",
+                               "messages" if api is None else api.GUARDED_PARAM)
         if found.messages is not given:
             payload = {**payload, "messages": found.messages} if api is None else \
                 api.with_guarded_text(payload, found.messages)

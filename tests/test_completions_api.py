@@ -164,7 +164,8 @@ def test_guardrails_mask_the_prompt_and_filter_answers_and_streams(start_gateway
         "guardrails": {"pii": {"kind": "pii", "entities": ["email"], "action": "mask", "restore": True},
                        "no-leaks": {"kind": "pattern", "patterns": ["(?i)internal use only"], "action": "block"}},
         "routes": {"support": {"targets": ["gpt-3.5-turbo-instruct"],
-                               "guardrails": {"input": ["pii"], "output": ["no-leaks", "pii"]}}},
+                               "guardrails": {"input": ["pii"], "output": ["no-leaks", "pii"]}},
+                   "strict": {"targets": ["gpt-3.5-turbo-instruct"], "guardrails": {"input": ["no-leaks"]}}},
     })
     client = gw.client()
     answer = client.completions.create(model="support", prompt=["mail jo@example.com", [1, 2]], max_tokens=20)
@@ -179,3 +180,6 @@ def test_guardrails_mask_the_prompt_and_filter_answers_and_streams(start_gateway
     assert all(c.object == "text_completion" for c in chunks)
     r = gw.http().post("/v1/completions", json={"model": "support", "prompt": "x", "stream": True})
     assert "internal" not in r.text.lower() and r.text.endswith("data: [DONE]\n\n")
+    r = gw.http().post("/v1/completions", json={"model": "strict", "prompt": ["fine", "INTERNAL USE ONLY memo"]})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "content_filter"
+    assert r.json()["error"]["param"] == "prompt"   # where a legacy completion's text is

@@ -54,7 +54,7 @@ def test_an_input_rule_that_blocks_answers_400_content_filter(start_gateway, ups
     r = ask(gw.http(), "this memo is INTERNAL USE ONLY")
     assert r.status_code == 400
     error = r.json()["error"]
-    assert error["code"] == "content_filter" and "no-leaks" in error["message"]
+    assert error["code"] == "content_filter" and "no-leaks" in error["message"] and error["param"] == "messages"
     assert "INTERNAL" not in error["message"] and upstream.calls == 0
 
 
@@ -69,6 +69,7 @@ def test_embeddings_inputs_are_masked_or_stopped_before_the_provider_sees_them(s
     calls = upstream.calls
     r = gw.http().post("/v1/embeddings", json={"model": "support", "input": ["fine", "INTERNAL USE ONLY memo"]})
     assert r.status_code == 400 and r.json()["error"]["code"] == "content_filter" and upstream.calls == calls
+    assert r.json()["error"]["param"] == "input"   # where an embeddings request's text is
 
 
 def test_a_json_answer_is_masked_or_cut(start_gateway, upstream):

@@ -22,6 +22,7 @@ class InboundApi(Protocol):
 
     ENDPOINT: str        # the metrics' and log's `endpoint`, and the adapters' name for it
     GUARDS_OWN_STREAM: bool   # output rules filter its native stream as it is (else: in the chat form)
+    GUARDED_PARAM: str        # the request field of its guarded text: an input rule's 400 names it
 
     def check(self, payload: dict[str, Any]) -> None: ...
 

@@ -22,6 +22,7 @@ ENDPOINT = "completions"
 PATH = "/v1/completions"
 # Output guardrails read a stream's text in its own chunks (`choices[].text`), as it goes natively.
 GUARDS_OWN_STREAM = True
+GUARDED_PARAM = "prompt"
 
 
 def guarded_text(payload: dict[str, Any]) -> list[dict[str, Any]]:

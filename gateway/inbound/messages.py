@@ -26,6 +26,7 @@ from .chat_events import replayed, rewritten
 
 ENDPOINT = "messages"
 GUARDS_OWN_STREAM = False   # a stream with output rules is filtered in its chat form (call.py)
+GUARDED_PARAM = "messages"
 PATH = "/v1/messages"
 DONE_MARK = b"message_stop"   # the event a complete stream ends with
 

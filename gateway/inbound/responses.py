@@ -29,6 +29,7 @@ from .chat_events import replayed, rewritten
 
 ENDPOINT = "responses"
 GUARDS_OWN_STREAM = False   # a stream with output rules is filtered in its chat form (call.py)
+GUARDED_PARAM = "input"
 PATH = "/v1/responses"
 # The event a completed stream ends with. A stream cut short by the token limit or a content
 # filter ends with response.incomplete instead: it is finished too (see END_MARKS).
