@@ -33,7 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import BENCH, LOOPBACK, venv_python, free_port, wait_port  # noqa: E402
-from targets import MODELS, gateway_config  # noqa: E402
+from targets import MODELS, gateway_config, mode_body  # noqa: E402
 from upstream import Nginx  # noqa: E402
 
 ROOT = BENCH.parent
@@ -42,22 +42,14 @@ WARM = 100          # requests before the count: pools open, the hit's entry sto
 START_TIMEOUT = 600  # a process under callgrind starts ~50 times slower
 
 
-def request_body(mode: str, i: int, prefix: str) -> bytes:
-    """The pass-through scenarios' question: bypass (no temperature 0), miss (each distinct), hit."""
-    content = "How long does a refund take?" + (f" Ticket {prefix}-{i}." if mode == "miss" else "")
-    body = {"model": MODELS["instant"], "max_tokens": 128, "messages": [
-        {"role": "system", "content": "You are the support assistant of an online shop. Answer briefly."},
-        {"role": "user", "content": content}]}
-    if mode != "bypass":
-        body["temperature"] = 0
-    return json.dumps(body).encode()
-
-
 def send(port: int, path: str, mode: str, n: int, prefix: str) -> None:
+    """n requests of the pass-through scenarios' question in `mode` (a miss numbered after `prefix`)."""
+    template = json.dumps(mode_body(MODELS["instant"], mode))
     conn = http.client.HTTPConnection(LOOPBACK, port, timeout=120)
     try:
         for i in range(n):
-            conn.request("POST", path, request_body(mode, i, prefix), {"content-type": "application/json"})
+            body = template.replace("@N@", f"{prefix}-{i}").encode()
+            conn.request("POST", path, body, {"content-type": "application/json"})
             response = conn.getresponse()
             response.read()
             if response.status != 200:
@@ -147,9 +139,8 @@ def table(result: dict) -> list[str]:
            "|---|---|---:|---:|---:|"]
     for label, modes in rows.items():
         for mode, ir in modes.items():
-            ratio = ir / bare if bare else None
-            out.append(f"| {label} | {mode} | {ir / 1000:,.1f} | {ratio:.2f} | "
-                       f"{1 / ratio:.0%} |" if ratio else f"| {label} | {mode} | {ir / 1000:,.1f} | | |")
+            against = f"{ir / bare:.2f} | {bare / ir:.0%}" if bare else " | "
+            out.append(f"| {label} | {mode} | {ir / 1000:,.1f} | {against} |")
     return out
 
 

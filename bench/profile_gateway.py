@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import BENCH, VENV_BIN, Proc, free_port, run_json, venv_python, wait_port  # noqa: E402
 import report  # noqa: E402
-from run import WRK_SCENARIOS, mode_body  # noqa: E402
-from targets import MODELS, gateway_config  # noqa: E402
+from run import WRK_SCENARIOS  # noqa: E402
+from targets import MODELS, gateway_config, mode_body  # noqa: E402
 from upstream import Nginx  # noqa: E402
 
 

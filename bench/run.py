@@ -41,7 +41,7 @@ import instructions as I  # noqa: E402
 import report  # noqa: E402
 import soak as S  # noqa: E402
 from targets import (EXACT_MAX_ENTRIES, MODELS, PRICE, Bare, Gateway, PeerTarget, RouteView,  # noqa: E402
-                     UpstreamAlone, gateway_config)
+                     UpstreamAlone, body_for, gateway_config, mode_body)
 from upstream import Nginx  # noqa: E402
 
 ALL = ["passthrough", "slow", "streams", "exact", "openloop", "guardrails", "semantic", "mix", "memory", "workers",
@@ -86,21 +86,6 @@ def inbound_body(kind: str, model: str, stream: bool) -> dict:
     else:
         body = chat
     return {**body, "stream": True} if stream else body
-
-
-def body_for(model: str, cacheable: bool, vary: bool = False) -> dict:
-    """The one question every JSON scenario asks; `vary` puts `@N@` in it for the load generator to number."""
-    content = "How long does a refund take?" + (" Ticket @N@." if vary else "")
-    body = {"model": model, "max_tokens": 128, "messages": [
-        {"role": "system", "content": "You are the support assistant of an online shop. Answer briefly."},
-        {"role": "user", "content": content}]}
-    if cacheable:
-        body["temperature"] = 0
-    return body
-
-
-def mode_body(model: str, mode: str) -> dict:
-    return body_for(model, mode != "bypass", vary=mode == "miss")
 
 
 def mode_label(target, mode: str) -> str:

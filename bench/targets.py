@@ -21,6 +21,21 @@ PRICE = {"input_per_1m": 0.15, "output_per_1m": 0.60}  # gpt-4o-mini's list pric
 EXACT_MAX_ENTRIES = 10000  # the gateway's default: the cacheable-miss rows fill it, then evict
 
 
+def body_for(model: str, cacheable: bool, vary: bool = False) -> dict:
+    """The one question every JSON scenario asks; `vary` puts `@N@` in it for the load generator to number."""
+    content = "How long does a refund take?" + (" Ticket @N@." if vary else "")
+    body = {"model": model, "max_tokens": 128, "messages": [
+        {"role": "system", "content": "You are the support assistant of an online shop. Answer briefly."},
+        {"role": "user", "content": content}]}
+    if cacheable:
+        body["temperature"] = 0
+    return body
+
+
+def mode_body(model: str, mode: str) -> dict:
+    return body_for(model, mode != "bypass", vary=mode == "miss")
+
+
 class Target:
     name = ""
     label = ""
